@@ -1,0 +1,151 @@
+"""Command line: `python -m wan_core generate|info|verify|convert`.
+
+This front end is the one place in wan_core that picks a device for the user (`--device auto`: CUDA when available).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from .config import SamplingConfig
+
+log = logging.getLogger("wan_core")
+
+
+def _add_generate(sub):
+    p = sub.add_parser("generate", help="text -> mp4 (the embedded tiny demo model unless model files are given)")
+    p.add_argument("prompt", help="the prompt, English or Simplified Chinese")
+    p.add_argument("-o", "--output", default="out.mp4", help="mp4 path (default: out.mp4)")
+    p.add_argument("--negative-prompt", default=None, help="default: the official Wan negative prompt")
+    for name, kind, hint in (("width", int, "multiple of 32"), ("height", int, "multiple of 32"),
+                             ("frames", int, "4k+1"), ("fps", float, ""), ("steps", int, ""),
+                             ("cfg", float, "guidance scale; 1 disables CFG"), ("shift", float, "flow shift")):
+        p.add_argument(f"--{name}", type=kind, default=None,
+                       help=f"{hint + '; ' if hint else ''}default: the model's preset (official: "
+                            f"{_official_default(name)})")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sampler", default=None, choices=["unipc", "euler", "dpm++2m"])
+    p.add_argument("--schedule", default="official", choices=["official", "diffusers"])
+    p.add_argument("--device", default="auto", help="auto (cuda if available, else cpu), cpu, cuda, cuda:1, mps ...")
+    p.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16"],
+                   help="DiT/text-encoder weight dtype (default: as stored; the VAE stays as stored)")
+    p.add_argument("--offload", action="store_true", help="keep models on the CPU, move each to the device only while it runs")
+    p.add_argument("--model-dir", help="ComfyUI models folder, diffusers folder or official Wan2.2 folder (auto-detected)")
+    p.add_argument("--dit", help="DiT .safetensors (file, sharded index or folder)")
+    p.add_argument("--vae", help="Wan2.2 VAE .safetensors")
+    p.add_argument("--text-encoder", help="umT5 .safetensors")
+    p.add_argument("--tokenizer", help="tokenizer folder (when the text encoder file has no embedded spiece_model)")
+    p.add_argument("--no-verify", action="store_true", help="skip SHA256 checks against .sha256 sidecars")
+    p.add_argument("--crf", type=int, default=18, help="H.264 quality, 0..51 (default 18)")
+    p.set_defaults(func=cmd_generate)
+
+
+def _official_default(name):
+    return {"width": SamplingConfig.width, "height": SamplingConfig.height, "frames": SamplingConfig.num_frames,
+            "fps": SamplingConfig.fps, "steps": SamplingConfig.steps, "cfg": SamplingConfig.guidance_scale,
+            "shift": SamplingConfig.shift}[name]
+
+
+def pick_device(name: str):
+    import torch
+
+    if name != "auto":
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def cmd_generate(args) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from .pipeline import WanT2VPipeline
+    from .video import write_mp4
+
+    start = time.perf_counter()
+    use_demo = not (args.model_dir or args.dit or args.vae or args.text_encoder)
+    if use_demo:
+        from .demo import DEMO_DEFAULTS as defaults
+    else:
+        defaults = SamplingConfig()
+    value = lambda name, field: getattr(args, name) if getattr(args, name) is not None else getattr(defaults, field)
+    settings = dict(width=value("width", "width"), height=value("height", "height"),
+                    num_frames=value("frames", "num_frames"), num_inference_steps=value("steps", "steps"),
+                    guidance_scale=value("cfg", "guidance_scale"), shift=value("shift", "shift"),
+                    sampler=value("sampler", "sampler"), schedule=args.schedule, seed=args.seed)
+    fps = value("fps", "fps")
+    dtype = {None: None, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+    pipe = WanT2VPipeline.from_pretrained(args.model_dir, dit=args.dit, vae=args.vae, text_encoder=args.text_encoder,
+                                          tokenizer=args.tokenizer, device=pick_device(args.device), dtype=dtype,
+                                          offload=args.offload, verify=not args.no_verify)
+    bar = tqdm(total=settings["num_inference_steps"], desc="sampling", unit="step", disable=None)
+    frames = pipe(args.prompt, args.negative_prompt, callback=lambda d: bar.update(1), **settings)
+    bar.close()
+    params = dict(prompt=args.prompt, negative_prompt=args.negative_prompt, fps=fps, model="demo" if use_demo else
+                  {k: getattr(args, k) for k in ("model_dir", "dit", "vae", "text_encoder")}, **settings)
+    out = write_mp4(frames, args.output, fps=fps, crf=args.crf,
+                    metadata={"comment": "made with wan_core", "wan_t2v_parameters": json.dumps(params, ensure_ascii=False)})
+    print(f"wrote {out} ({frames.shape[0]} frames, {frames.shape[2]}x{frames.shape[1]}, {fps:g} fps) "
+          f"in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from .tools import describe
+
+    print(json.dumps(describe(args.file), indent=2, default=str, ensure_ascii=False))
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from .tools import verify
+
+    print(f"{verify(args.file, args.sha256)}  {args.file}: OK")
+    return 0
+
+
+def cmd_convert(args) -> int:
+    from .tools import convert_checkpoint
+
+    out = convert_checkpoint(args.src, args.dst, component=args.component)
+    print(f"wrote {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m wan_core", description="Wan2.2 TI2V-5B text-to-video engine")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log INFO messages (model loads, timings)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_generate(sub)
+    p = sub.add_parser("info", help="kind, format, config, dtypes and parameter count of a model file")
+    p.add_argument("file")
+    p.set_defaults(func=cmd_info)
+    p = sub.add_parser("verify", help="check a file against its .sha256 sidecar or a given hash")
+    p.add_argument("file")
+    p.add_argument("--sha256", default=None, help="expected hex digest (default: the <file>.sha256 sidecar)")
+    p.set_defaults(func=cmd_verify)
+    p = sub.add_parser("convert", help="convert a pickled checkpoint (.pth/.pt/.ckpt/.bin) to .safetensors")
+    p.add_argument("src")
+    p.add_argument("dst")
+    p.add_argument("--component", choices=["dit", "vae", "t5"], default=None, help="default: detected")
+    p.set_defaults(func=cmd_convert)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, OSError) as e:  # user-facing errors: message only, no traceback
+        if args.verbose:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

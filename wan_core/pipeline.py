@@ -1,0 +1,197 @@
+"""Text -> video: encode prompts -> seeded noise -> flow-matching sampling with CFG -> VAE decode.
+
+`sample_latents` is the building block the ComfyUI sampler node calls; `WanT2VPipeline` is the diffusers-like front end.
+Parity with diffusers `WanPipeline` on tiny random weights: tests/test_pipeline_parity.py.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+
+from .config import SamplingConfig
+from .geometry import WAN22_VAE, latent_shape, validate_request
+from .guidance import cfg_velocity_fn
+from .latent_format import denormalize_latents, normalize_latents
+from .noise import initial_noise
+from .param import FlowParam
+from .prompts import DEFAULT_NEGATIVE_PROMPT
+from .sampling import get_sampler
+from .schedules import denoise_sigmas, flow_sigmas, sigma_to_timestep
+
+log = logging.getLogger(__name__)
+
+ModelWrapper = Callable[[Callable, torch.Tensor], Callable]  # (model_fn, sigmas) -> model_fn
+
+
+def pad_context(embeds: Sequence[torch.Tensor]) -> torch.Tensor:
+    """List of [L_i, D] prompt embeddings -> [B, max L_i, D], zero-padded (the DiT pads further to its text_len)."""
+    length = max(e.shape[0] for e in embeds)
+    out = embeds[0].new_zeros(len(embeds), length, embeds[0].shape[-1])
+    for i, e in enumerate(embeds):
+        out[i, : e.shape[0]] = e
+    return out
+
+
+def _batch(context: torch.Tensor, batch: int) -> torch.Tensor:
+    if context.shape[0] == batch:
+        return context
+    if context.shape[0] != 1:
+        raise ValueError(f"conditioning batch {context.shape[0]} does not match latent batch {batch}; use one prompt "
+                         "for the whole batch or one per latent")
+    return context.expand(batch, *context.shape[1:])
+
+
+def dit_velocity_fn(dit: torch.nn.Module, context: torch.Tensor, *, hooks=None) -> Callable:
+    """velocity_fn(x [B,C,T,H,W], sigma [B]) calling the DiT with t = trunc(sigma * 1000)."""
+
+    def velocity(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        ctx = _batch(context, x.shape[0]).to(x.device)
+        return dit(x, sigma_to_timestep(sigma).to(x.device), ctx, hooks=hooks)
+
+    return velocity
+
+
+@torch.no_grad()
+def sample_latents(dit: torch.nn.Module, context: torch.Tensor, neg_context: torch.Tensor | None,
+                   latent_raw: torch.Tensor, *, seed: int, steps: int = 50, cfg: float = 5.0, shift: float = 5.0,
+                   sampler: str = "unipc", schedule: str = "official", denoise: float = 1.0,
+                   sigmas: torch.Tensor | None = None, noise: torch.Tensor | None = None,
+                   callback: Callable | None = None, model_wrappers: Sequence[ModelWrapper] = (),
+                   hooks=None) -> torch.Tensor:
+    """Sample a raw (VAE-space) latent [B, C, T, H, W] like `latent_raw` (its values are used only when denoise < 1).
+
+    context/neg_context: [1 or B, L, text_dim] prompt embeddings (zero-padded). `sigmas` overrides steps/shift/schedule/denoise.
+    model_wrappers: callables (model_fn, sigmas) -> model_fn applied in order (temporal-consistency options plug in here).
+    """
+    if cfg < 0:
+        raise ValueError(f"cfg (guidance scale) must be >= 0 (got {cfg}); 5.0 is the official value, 1.0 disables guidance")
+    sample = get_sampler(sampler)
+    explicit_sigmas = sigmas
+    if sigmas is None:
+        sigmas = denoise_sigmas(flow_sigmas(steps, shift, kind=schedule), denoise)
+    if noise is None:
+        noise = initial_noise(tuple(latent_raw.shape), seed, device=latent_raw.device)
+    noise = noise.to(latent_raw.device, torch.float32)
+    if (denoise >= 1.0 and explicit_sigmas is None) or not latent_raw.any():
+        x = noise  # text-to-video starts from pure noise, as the official and diffusers loops do
+    else:  # partial denoise of a given latent (video-to-video), ComfyUI's convention
+        x = FlowParam.noise_scaling(float(sigmas[0]), noise, normalize_latents(latent_raw.float()))
+    cond = dit_velocity_fn(dit, context, hooks=hooks)
+    uncond = dit_velocity_fn(dit, neg_context, hooks=hooks) if neg_context is not None else None
+    if uncond is None and cfg != 1.0:
+        raise ValueError(f"cfg={cfg} needs a negative prompt embedding; pass one or set cfg to 1.0")
+    model_fn = FlowParam.wrap(cfg_velocity_fn(cond, uncond, cfg))
+    for wrap in model_wrappers:
+        model_fn = wrap(model_fn, sigmas)
+    x0 = sample(model_fn, x, sigmas, callback=callback)
+    return denormalize_latents(x0)
+
+
+@dataclass
+class WanT2VPipeline:
+    """Diffusers-like text-to-video pipeline over wan_core models.
+
+    device=None keeps every model where it is; with `offload=True` models wait on the CPU and move to `device` only while
+    their stage runs.
+    """
+
+    dit: torch.nn.Module
+    vae: torch.nn.Module
+    text_encoder: object
+    device: torch.device | str | None = None
+    offload: bool = False
+
+    def __post_init__(self):
+        if self.device is not None and not self.offload:
+            for m in self._modules():
+                m.to(self.device)
+
+    def _modules(self):
+        return [self.dit, self.vae, self.text_encoder.model]
+
+    @contextlib.contextmanager
+    def _stage(self, module: torch.nn.Module):
+        if self.offload and self.device is not None:
+            module.to(self.device)
+            try:
+                yield
+            finally:
+                module.to("cpu")
+        else:
+            yield
+
+    @classmethod
+    def from_pretrained(cls, path=None, *, dit=None, vae=None, text_encoder=None, tokenizer=None, device=None,
+                        dtype=None, offload: bool = False, verify: bool = True) -> "WanT2VPipeline":
+        """Load from a model folder (ComfyUI layout, diffusers folder or official folder) and/or explicit files.
+
+        With no arguments at all the embedded tiny demo model shipped with the pack is used.
+        """
+        from .loading import load_dit, load_text_encoder, load_vae
+        from .model_files import resolve_model_dir
+
+        if path is None and dit is None and vae is None and text_encoder is None:
+            from .demo import demo_files
+
+            files = demo_files()
+        elif path is not None:
+            files = resolve_model_dir(path)
+        else:
+            files = None
+        dit = dit or (files and files.dit)
+        vae = vae or (files and files.vae)
+        text_encoder = text_encoder or (files and files.text_encoder)
+        tokenizer = tokenizer or (files and files.tokenizer) or None
+        missing = [n for n, v in (("dit", dit), ("vae", vae), ("text_encoder", text_encoder)) if not v]
+        if missing:
+            raise ValueError(f"missing model files for {missing}: pass a model folder or dit=/vae=/text_encoder= files")
+        load_on = None if offload else device
+        return cls(
+            dit=load_dit(dit, device=load_on, dtype=dtype, verify=verify),
+            vae=load_vae(vae, device=load_on, verify=verify),
+            text_encoder=load_text_encoder(text_encoder, tokenizer=tokenizer, device=load_on, dtype=dtype, verify=verify),
+            device=device, offload=offload)
+
+    @torch.no_grad()
+    def encode_prompt(self, prompt: str | Sequence[str], negative_prompt: str | None = None):
+        """-> (context [B, L, D], negative context [B, L, D]); None negative means the official default."""
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        negative = DEFAULT_NEGATIVE_PROMPT if negative_prompt is None else negative_prompt
+        with self._stage(self.text_encoder.model):
+            embeds = self.text_encoder.encode(prompts + [negative])
+        ctx = pad_context(embeds[:-1])
+        return ctx, pad_context(embeds[-1:])
+
+    @torch.no_grad()
+    def __call__(self, prompt: str | Sequence[str], negative_prompt: str | None = None, *,
+                 width: int = SamplingConfig.width, height: int = SamplingConfig.height,
+                 num_frames: int = SamplingConfig.num_frames, num_inference_steps: int = SamplingConfig.steps,
+                 guidance_scale: float = SamplingConfig.guidance_scale, shift: float = SamplingConfig.shift,
+                 seed: int = 0, sampler: str = SamplingConfig.sampler, schedule: str = SamplingConfig.schedule,
+                 callback: Callable | None = None, output_type: str = "pt", decode_tile=None,
+                 model_wrappers: Sequence[ModelWrapper] = (), hooks=None):
+        """Generate video(s): frames [T, H, W, 3] float in 0..1 for one prompt, [B, T, H, W, 3] for a list.
+
+        output_type: "pt" (frames), "latent" (raw VAE latents [B, 48, T', H/16, W/16]).
+        """
+        if output_type not in ("pt", "latent"):
+            raise ValueError(f"output_type must be 'pt' or 'latent' (got {output_type!r})")
+        validate_request(width, height, num_frames, WAN22_VAE, tuple(self.dit.cfg.patch_size))
+        context, neg = self.encode_prompt(prompt, negative_prompt)
+        batch = context.shape[0]
+        device = self.device if self.device is not None else next(self.dit.parameters()).device
+        latent = torch.zeros(latent_shape(num_frames, height, width, WAN22_VAE, batch), device=device)
+        with self._stage(self.dit):
+            z = sample_latents(self.dit, context, neg if guidance_scale != 1.0 else None, latent, seed=seed,
+                               steps=num_inference_steps, cfg=guidance_scale, shift=shift, sampler=sampler,
+                               schedule=schedule, callback=callback, model_wrappers=model_wrappers, hooks=hooks)
+        if output_type == "latent":
+            return z
+        with self._stage(self.vae):
+            video = self.vae.decode(z.to(next(self.vae.parameters()).dtype), tile=decode_tile)  # [B, 3, T, H, W]
+        frames = ((video.float() + 1) / 2).clamp(0, 1).permute(0, 2, 3, 4, 1).cpu()  # [B, T, H, W, 3]
+        return frames[0] if isinstance(prompt, str) else frames
