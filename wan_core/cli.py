@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from .config import SamplingConfig
+from .geometry import validate_request
 
 log = logging.getLogger("wan_core")
 
@@ -77,6 +78,7 @@ def cmd_generate(args) -> int:
                     guidance_scale=value("cfg", "guidance_scale"), shift=value("shift", "shift"),
                     sampler=value("sampler", "sampler"), schedule=args.schedule, seed=args.seed)
     fps = value("fps", "fps")
+    validate_request(settings["width"], settings["height"], settings["num_frames"])  # fail before loading models
     dtype = {None: None, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
     pipe = WanT2VPipeline.from_pretrained(args.model_dir, dit=args.dit, vae=args.vae, text_encoder=args.text_encoder,
                                           tokenizer=args.tokenizer, device=pick_device(args.device), dtype=dtype,
