@@ -31,7 +31,9 @@ def clean_prompt(text: str) -> str:
     """Clean a prompt as the official Wan pipeline does before tokenizing.
 
     Steps: `ftfy.fix_text` (mojibake repair), `html.unescape` twice (so `&amp;lt;` becomes `<`), strip,
-    collapse every whitespace run to one space, strip again. Chinese text passes through unchanged.
+    collapse every whitespace run to one space, strip again. Chinese characters pass through unchanged, but
+    ftfy's defaults turn full-width punctuation into ASCII ("，" -> ",") and curly quotes into straight ones,
+    exactly as the official pipeline does (so DEFAULT_NEGATIVE_PROMPT is tokenized with ASCII commas).
     ftfy is a requirement for parity with the official pipeline: without it the ftfy step is skipped (as
     diffusers does) and a warning is logged once at import.
     """

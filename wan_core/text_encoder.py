@@ -105,8 +105,10 @@ def _resolve_tokenizer(sd: Mapping[str, torch.Tensor], tokenizer) -> SpieceToken
 
 
 def _default_dtype(sd: Mapping[str, torch.Tensor]) -> torch.dtype:
+    """The embedding's float dtype; bf16 (the official umT5 dtype) for fp8-scaled or other non-float files."""
     w = sd.get("shared.weight", sd.get(TIED_KEY))
-    return w.dtype if w.dtype in (torch.float32, torch.float16, torch.bfloat16) else torch.bfloat16
+    floats = (torch.float32, torch.float16, torch.bfloat16)
+    return w.dtype if w.dtype in floats and _FP8_MARKER not in sd else torch.bfloat16
 
 
 class WanTextEncoder:
@@ -133,13 +135,13 @@ class WanTextEncoder:
 
         `tokenizer`: a SpieceTokenizer, a tokenizer folder, or None to read the embedded `spiece_model` tensor.
         `device`/`dtype`: where to put the weights (default: where they are; the checkpoint's float dtype, bf16
-        for fp8). With float16 the feed-forward output projections `wo` stay fp32, as transformers does.
+        for fp8-scaled files). With float16 the feed-forward output projections `wo` stay fp32, as transformers does.
         """
+        cfg = infer_t5_config(sd)
         tok = _resolve_tokenizer(sd, tokenizer)
         dtype = dtype or _default_dtype(sd)
         if _FP8_MARKER in sd:
             sd = _dequantize_scaled_fp8(sd, dtype)
-        cfg = infer_t5_config(sd)
         t = _transformers()
         with torch.device("meta"):
             model = t.UMT5EncoderModel(cfg)
