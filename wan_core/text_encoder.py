@@ -12,6 +12,7 @@ from typing import Mapping, Sequence
 
 import torch
 
+from . import loading
 from .geometry import TEXT_LEN
 from .prompts import clean_prompt
 from .tokenizer import SpieceTokenizer
@@ -20,8 +21,6 @@ logger = logging.getLogger(__name__)
 
 TOKENIZER_KEY = "spiece_model"  # ComfyUI's repackaged umT5 files embed the sentencepiece model under this key
 TIED_KEY = "encoder.embed_tokens.weight"  # tied copy of shared.weight, accepted and ignored
-_FP8_MARKER = "scaled_fp8"  # ComfyUI fp8-scaled files: marker key + one `<layer>.scale_weight` per Linear
-_SCALE_SUFFIXES = (".scale_weight", ".scale_input")
 _BLOCK = re.compile(r"^encoder\.block\.(\d+)\.")
 _ATTN = "encoder.block.{i}.layer.0.SelfAttention"
 _FFN = "encoder.block.{i}.layer.1.DenseReluDense"
@@ -78,17 +77,6 @@ def infer_t5_config(sd: Mapping[str, torch.Tensor]):
     return cfg
 
 
-def _dequantize_scaled_fp8(sd: Mapping[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """Undo ComfyUI's fp8-scaled storage: weight = weight.to(dtype) * scale_weight; drop the scale keys."""
-    out = {}
-    for k, v in sd.items():
-        if k == _FP8_MARKER or k.endswith(_SCALE_SUFFIXES):
-            continue
-        scale = sd.get(k.removesuffix(".weight") + ".scale_weight") if k.endswith(".weight") else None
-        out[k] = v.to(dtype) * scale.to(device=v.device, dtype=dtype) if scale is not None else v
-    return out
-
-
 def _resolve_tokenizer(sd: Mapping[str, torch.Tensor], tokenizer) -> SpieceTokenizer:
     if isinstance(tokenizer, SpieceTokenizer):
         return tokenizer
@@ -108,7 +96,7 @@ def _default_dtype(sd: Mapping[str, torch.Tensor]) -> torch.dtype:
     """The embedding's float dtype; bf16 (the official umT5 dtype) for fp8-scaled or other non-float files."""
     w = sd.get("shared.weight", sd.get(TIED_KEY))
     floats = (torch.float32, torch.float16, torch.bfloat16)
-    return w.dtype if w.dtype in floats and _FP8_MARKER not in sd else torch.bfloat16
+    return w.dtype if w.dtype in floats and not loading.is_scaled_fp8(sd) else torch.bfloat16
 
 
 class WanTextEncoder:
@@ -140,8 +128,8 @@ class WanTextEncoder:
         cfg = infer_t5_config(sd)
         tok = _resolve_tokenizer(sd, tokenizer)
         dtype = dtype or _default_dtype(sd)
-        if _FP8_MARKER in sd:
-            sd = _dequantize_scaled_fp8(sd, dtype)
+        if any(v.dtype in loading.FP8_DTYPES for v in sd.values()) or loading.is_scaled_fp8(sd):
+            sd = loading.dequantize_fp8(sd, dtype)  # no-op when wan_core.loading already dequantized
         t = _transformers()
         with torch.device("meta"):
             model = t.UMT5EncoderModel(cfg)
