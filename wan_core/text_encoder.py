@@ -31,7 +31,7 @@ def _transformers():
     try:
         import transformers
     except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError("the umT5 text encoder needs transformers>=4.45: `pip install transformers`") from e
+        raise ImportError("the umT5 text encoder needs transformers>=4.46: `pip install transformers`") from e
     return transformers
 
 
