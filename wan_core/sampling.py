@@ -63,8 +63,9 @@ def _sigma_batch(s: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def sample_euler(model_fn: ModelFn, x: torch.Tensor, sigmas: torch.Tensor, *, callback: Callback = None) -> torch.Tensor:
-    """Euler steps on the probability-flow ODE, dx/dsigma = (x - x0) / sigma (Karras et al. 2022, Alg. 1 without churn)."""
+def sample_euler(model_fn: ModelFn, x: torch.Tensor, sigmas: torch.Tensor, *,
+                 callback: Callback = None) -> torch.Tensor:
+    """Euler steps on the probability-flow ODE dx/dsigma = (x - x0) / sigma (Karras et al. 2022, Alg. 1, no churn)."""
     _check_x(x)
     sig = [s.item() for s in _sigma_list(sigmas)]
     for i, (s, s_next) in enumerate(zip(sig, sig[1:])):
@@ -116,7 +117,8 @@ def _unic_rhos(h: torch.Tensor, r: Optional[torch.Tensor]) -> tuple[float, float
 
 
 @torch.no_grad()
-def sample_unipc(model_fn: ModelFn, x: torch.Tensor, sigmas: torch.Tensor, *, callback: Callback = None) -> torch.Tensor:
+def sample_unipc(model_fn: ModelFn, x: torch.Tensor, sigmas: torch.Tensor, *,
+                 callback: Callback = None) -> torch.Tensor:
     """UniPC-2 (bh2, x0-prediction, UniC corrector, order 1 at the first and last step) (Zhao et al. 2023)."""
     _check_x(x)
     sig = _sigma_list(sigmas)

@@ -33,7 +33,7 @@ DIFFUSERS_SIGMA0_EPS = 1e-6  # diffusers keeps sigma0 below 1 so log(alpha) stay
 
 
 def shift_sigma(s, shift: float):
-    """Timestep shift of a flow sigma (float or tensor): shift * s / (1 + (shift - 1) * s); shift = 1 is the identity."""
+    """Timestep shift of a flow sigma (float or tensor): shift * s / (1 + (shift - 1) * s); 1 is the identity."""
     if not shift > 0:
         raise ValueError(f"shift must be > 0 (got {shift}); Wan2.2 TI2V-5B uses 5.0")
     return shift * s / (1 + (shift - 1) * s)
@@ -68,7 +68,7 @@ def _check_steps(steps: int) -> None:
 
 
 def flow_sigmas(steps: int, shift: float, *, kind: str = "official") -> torch.Tensor:
-    """Shifted flow-matching sigmas: float32 CPU tensor [steps + 1], decreasing, ending in 0 (kinds in the module doc)."""
+    """Shifted flow sigmas: float32 CPU tensor [steps + 1], decreasing, ending in 0 (kinds: see module doc)."""
     _check_steps(steps)
     sig64 = _raw_sigmas(steps, shift, kind)
     sig = sig64.to(torch.float32)
