@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "FlowConfig",
     "warp",
+    "pixel_grid",
     "estimate_flow",
     "bidirectional_flow",
     "consecutive_flows",
@@ -73,7 +74,7 @@ def _check_image(x: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name} must be a float tensor (got {x.dtype}); convert with x.float() / 255")
 
 
-def _base_grid(n: int, h: int, w: int, like: torch.Tensor) -> torch.Tensor:
+def pixel_grid(n: int, h: int, w: int, like: torch.Tensor) -> torch.Tensor:
     """Pixel coordinates [N, 2, H, W] (x, y) on like's device/dtype."""
     ys = torch.arange(h, device=like.device, dtype=like.dtype)
     xs = torch.arange(w, device=like.device, dtype=like.dtype)
@@ -93,7 +94,7 @@ def warp(img: torch.Tensor, flow: torch.Tensor, *, padding: str = "border") -> t
             f"flow must be [N, 2, H, W] matching img {tuple(img.shape)} (got {tuple(flow.shape)})"
         )
     n, _, h, w = img.shape
-    pos = _base_grid(n, h, w, flow) + flow  # [N, 2, H, W] absolute sample positions
+    pos = pixel_grid(n, h, w, flow) + flow  # [N, 2, H, W] absolute sample positions
     gx = pos[:, 0] * (2.0 / (w - 1)) - 1.0  # [N, H, W] in -1..1
     gy = pos[:, 1] * (2.0 / (h - 1)) - 1.0
     grid = torch.stack((gx, gy), dim=-1).to(img.dtype)  # [N, H, W, 2] as grid_sample wants
@@ -103,7 +104,7 @@ def warp(img: torch.Tensor, flow: torch.Tensor, *, padding: str = "border") -> t
 def _inside(flow: torch.Tensor, margin: float = 0.0) -> torch.Tensor:
     """[N, 1, H, W] bool: p + flow(p) lands inside the image (shrunk by margin pixels)."""
     n, _, h, w = flow.shape
-    pos = _base_grid(n, h, w, flow) + flow  # [N, 2, H, W]
+    pos = pixel_grid(n, h, w, flow) + flow  # [N, 2, H, W]
     ok_x = (pos[:, 0] >= -margin) & (pos[:, 0] <= w - 1 + margin)
     ok_y = (pos[:, 1] >= -margin) & (pos[:, 1] <= h - 1 + margin)
     return (ok_x & ok_y)[:, None]  # [N, 1, H, W]
