@@ -1,0 +1,83 @@
+"""Sampler node: flow-matching sampling with classifier-free guidance, previews, interrupts and option hooks.
+
+Options (temporal consistency and later features) arrive as a `SamplerOptions` value on the optional `options`
+socket: model-function wrappers `(model_fn, sigmas) -> model_fn` and DiT hooks, so features never edit this node.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from wan_core.pipeline import sample_latents
+from wan_core.sampling import SAMPLERS
+from wan_core.schedules import denoise_sigmas, flow_sigmas
+
+from .host import get_host
+from .text import conditioning_tensor
+
+OPTIONS_TYPE = "WANT2V_SAMPLER_OPTIONS"
+
+
+@dataclass(frozen=True)
+class SamplerOptions:
+    """Per-run sampler extensions, combined by settings nodes (each returns a new value; nothing is mutated)."""
+
+    model_wrappers: tuple[Callable, ...] = ()  # (model_fn, sigmas) -> model_fn, applied in order
+    hooks: Any = None  # wan_core.model.DiTHooks or None
+
+    def with_wrapper(self, wrapper: Callable) -> "SamplerOptions":
+        return SamplerOptions(self.model_wrappers + (wrapper,), self.hooks)
+
+
+class WanT2VSampler:
+    DESCRIPTION = ("Generates the video latent: flow matching with classifier-free guidance (official defaults: "
+                   "UniPC, 50 steps, cfg 5, shift 5; 20-30 steps is a faster preset). Accepts native LATENT and "
+                   "CONDITIONING. Reproducible per seed on any device.")
+    CATEGORY = "WanT2V"
+    RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("latent",)
+    OUTPUT_TOOLTIPS = ("Denoised latent in raw Wan2.2-VAE space (decode with WanT2V VAE Decode or native VAE Decode).",)
+    FUNCTION = "sample"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("WANT2V_DIT", {"tooltip": "From the WanT2V model loader."}),
+            "positive": ("CONDITIONING", {"tooltip": "Prompt embedding (WanT2V Text Encode or native CLIPTextEncode)."}),
+            "negative": ("CONDITIONING", {"tooltip": "Negative prompt embedding (unused when cfg is 1)."}),
+            "latent": ("LATENT", {"tooltip": "From WanT2V Latent Init (or a native Wan2.2 48-channel latent)."}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
+                             "tooltip": "Noise seed; drawn on the CPU so a seed gives the same video on any device."}),
+            "steps": ("INT", {"default": 50, "min": 1, "max": 1000, "tooltip": "Sampling steps (official 50)."}),
+            "cfg": ("FLOAT", {"default": 5.0, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01,
+                              "tooltip": "Guidance scale (official 5.0; 1.0 turns guidance off and halves the cost)."}),
+            "shift": ("FLOAT", {"default": 5.0, "min": 0.1, "max": 50.0, "step": 0.1, "round": 0.01,
+                                "tooltip": "Schedule shift; higher spends more steps at high noise (official 5.0)."}),
+            "sampler": (list(SAMPLERS), {"default": "unipc", "tooltip": "unipc (official), euler or dpm++2m."}),
+            "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                                  "tooltip": "1.0 = from pure noise; lower keeps part of the input latent (video to video)."}),
+        }, "optional": {
+            "options": (OPTIONS_TYPE, {"tooltip": "Extra sampler features from WanT2V option nodes."}),
+        }}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, steps=50, denoise=1.0):
+        if round(steps * denoise) < 1:
+            return f"steps x denoise = {steps} x {denoise} leaves no step to run; raise denoise or steps"
+        return True
+
+    def sample(self, model, positive, negative, latent, seed, steps, cfg, shift, sampler, denoise, options=None):
+        host, options = get_host(), options or SamplerOptions()
+        if "noise_mask" in latent:
+            raise ValueError("this LATENT has a noise_mask (image-to-video); the WanT2V sampler does text-to-video only. "
+                             "Use WanT2V Latent Init, or native KSampler for image-to-video")
+        dit = host.activate(model)
+        device = next(dit.parameters()).device
+        total = len(denoise_sigmas(flow_sigmas(steps, shift), denoise)) - 1
+        samples = sample_latents(
+            dit, conditioning_tensor(positive, "positive").to(device),
+            conditioning_tensor(negative, "negative").to(device) if cfg != 1.0 else None,
+            latent["samples"].to(device), seed=seed, steps=steps, cfg=cfg, shift=shift, sampler=sampler,
+            denoise=denoise, callback=host.sampling_callback(total), model_wrappers=options.model_wrappers,
+            hooks=options.hooks)
+        return ({**latent, "samples": samples.to(host.intermediate_device())},)
