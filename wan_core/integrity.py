@@ -164,7 +164,7 @@ def verify_file(path, expected: str | None = None, *, require: bool = False, pro
                                         f", or delete {sidecar_path(path).name} if the file is right and the sidecar is stale")
         raise IntegrityError(f"SHA256 mismatch for {path}: expected {expected} ({source}) but the file hashes to "
                              f"{actual}; the file is damaged, incomplete or a different version. Fix: {fix}.")
-    logger.info("sha256 ok for %s (%s)", path.name, actual)
+    logger.debug("sha256 ok for %s (%s)", path.name, actual)
     return actual
 
 

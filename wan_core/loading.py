@@ -1,3 +1,6 @@
+# Detection markers and the fp8-scaled layout follow ComfyUI comfy/sd.py, comfy/model_detection.py and comfy/ops.py
+# (GPL-3.0; read for behaviour only, re-written). Tests: tests/test_loading.py (every format -> identical tensors,
+# fp8-scaled within e4m3 tolerance), tests/test_convert.py (key maps vs diffusers/transformers tiny models).
 """Checkpoint loading: safetensors only (single file, sharded with an index, or a folder), memory-mapped.
 
 `read_state_dict` returns tensors backed by the file's memory map (no second copy in RAM), after checking the file
@@ -37,7 +40,7 @@ ST_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "
              "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
              "U16": torch.uint16, "U32": torch.uint32, "U64": torch.uint64}
 NON_WEIGHT_KEYS = ("spiece_model", "scaled_fp8")  # ComfyUI extras: embedded tokenizer bytes, fp8 marker
-CONVERT_HINT = "convert it once with `python -m wan_core convert {name} {stem}.safetensors`"
+CONVERT_HINT = "Convert it once with `python -m wan_core convert {name} {stem}.safetensors`"
 
 
 class CheckpointError(ValueError):
@@ -303,8 +306,9 @@ def _build(builder, sd, info: LoadInfo, kind: str, note: str, t0: float, **kwarg
     module = model if isinstance(model, torch.nn.Module) else model.model  # WanTextEncoder wraps its module
     params = sum(p.numel() for p in module.parameters())
     dtypes = sorted({str(p.dtype).removeprefix("torch.") for p in module.parameters()})
-    logger.info("loaded %s from %s: format %s, dtype %s, %.3g M params, %.1f s", kind, info.path.name, note,
-                "/".join(dtypes), params / 1e6, time.perf_counter() - t0)
+    checked = "sha256 ok" if all(info.sha256) else "sha256 not checked (no sidecar, or verify=False)"
+    logger.info("loaded %s from %s: format %s, dtype %s, %.3g M params, %s, %.1f s", kind, info.path.name, note,
+                "/".join(dtypes), params / 1e6, checked, time.perf_counter() - t0)
     return model
 
 
