@@ -1,0 +1,290 @@
+"""Run an API-format ComfyUI workflow from the command line (standard library only).
+
+    python workflows/client.py workflows/api/wan22_ti2v_5B_t2v.json --server http://127.0.0.1:8188 \
+        --set "Prompt.prompt=a red fox running through snow" --set seed=7 --set Sampler.steps=30 --out results/
+
+`--set KEY=VALUE`: KEY is `<node title or id>.<input>` or a bare input name that exactly one node has; VALUE keeps
+the type of the value it replaces (numbers, booleans, JSON for lists). The workflow is queued with POST /prompt,
+progress is read from the /ws websocket (falls back to polling /history), outputs are downloaded via /view.
+Exit status: 0 on success, 1 when the server rejects or fails the workflow (its message is printed), 2 for usage errors.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import os
+import socket
+import struct
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from pathlib import Path
+
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 handshake constant
+
+
+class WorkflowError(Exception):
+    """The server rejected or failed the workflow; the message is the server's."""
+
+
+# workflow editing ----------------------------------------------------------------------------------------------------
+def load_workflow(path: str | os.PathLike) -> dict:
+    graph = json.loads(Path(path).read_text(encoding="utf-8"))
+    if "nodes" in graph and "links" in graph:
+        raise ValueError(f"{path} is a UI-format workflow; the API needs the API format (in ComfyUI: Workflow -> "
+                         "Export (API)), e.g. workflows/api/*.json")
+    if not graph or not all(isinstance(n, dict) and "class_type" in n for n in graph.values()):
+        raise ValueError(f"{path} is not an API-format workflow ({{id: {{class_type, inputs}}}})")
+    return graph
+
+
+def _coerce(old, text: str):
+    if isinstance(old, bool):
+        if text.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"expected true/false, got {text!r}")
+        return text.lower() in ("true", "1")
+    if isinstance(old, int):
+        return int(text)
+    if isinstance(old, float):
+        return float(text)
+    if isinstance(old, str):
+        return text
+    return json.loads(text)
+
+
+def apply_overrides(graph: dict, assignments: list[str]) -> dict:
+    """A copy of `graph` with `KEY=VALUE` assignments applied (see the module docstring); errors name the fix."""
+    graph = json.loads(json.dumps(graph))
+    for item in assignments:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. seed=7 or \"Prompt.prompt=a cat\"")
+        node_ref, dot, name = key.rpartition(".")
+        if dot:
+            ids = [i for i, n in graph.items() if i == node_ref or n.get("_meta", {}).get("title") == node_ref]
+            if len(ids) != 1:
+                titles = sorted(n.get("_meta", {}).get("title", i) for i, n in graph.items())
+                raise ValueError(f"--set {key}: {'no' if not ids else 'more than one'} node with id or title "
+                                 f"{node_ref!r}; titles: {titles}")
+            if name not in graph[ids[0]]["inputs"]:
+                raise ValueError(f"--set {key}: node {node_ref!r} has no input {name!r}; inputs: "
+                                 f"{sorted(graph[ids[0]]['inputs'])}")
+        else:
+            ids = [i for i, n in graph.items() if name in n["inputs"] and not isinstance(n["inputs"][name], list)]
+            if len(ids) != 1:
+                raise ValueError(f"--set {key}: {'no' if not ids else 'more than one'} node has an input {name!r}; "
+                                 "qualify it as <node title or id>.<input>")
+        old = graph[ids[0]]["inputs"][name]
+        if isinstance(old, list):
+            raise ValueError(f"--set {key}: that input is a link from another node, not a value")
+        try:
+            graph[ids[0]]["inputs"][name] = _coerce(old, text)
+        except ValueError as e:
+            raise ValueError(f"--set {key}: {e}") from None
+    return graph
+
+
+# HTTP ----------------------------------------------------------------------------------------------------------------
+def _request(server: str, path: str, body: dict | None = None, timeout: float = 30.0):
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(server.rstrip("/") + path, data=data,
+                                 headers={"Content-Type": "application/json"} if data else {})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        raw = resp.read()
+        return json.loads(raw) if resp.headers.get_content_type() == "application/json" else raw
+
+
+def format_prompt_error(payload: dict) -> str:
+    """One readable message from a /prompt 400 answer (error + per-node errors)."""
+    err = payload.get("error", {})
+    lines = [f"{err.get('message', 'rejected')}: {err.get('details', '')}".rstrip(": ")]
+    for node_id, info in (payload.get("node_errors") or {}).items():
+        for e in info.get("errors", []):
+            lines.append(f"  node {node_id} ({info.get('class_type', '?')}): {e.get('message', '')}: "
+                         f"{e.get('details', '')}")
+    return "\n".join(lines)
+
+
+def queue_prompt(server: str, graph: dict, client_id: str, extra_data: dict | None = None) -> str:
+    try:
+        answer = _request(server, "/prompt", {"prompt": graph, "client_id": client_id, **(
+            {"extra_data": extra_data} if extra_data else {})})
+    except urllib.error.HTTPError as e:
+        body = e.read()
+        try:
+            message = format_prompt_error(json.loads(body))
+        except ValueError:
+            message = body.decode(errors="replace")
+        raise WorkflowError(message) from None
+    return answer["prompt_id"]
+
+
+# websocket (RFC 6455, text frames, client side) ------------------------------------------------------------------------
+class WebSocket:
+    def __init__(self, server: str, path: str, timeout: float):
+        url = urllib.parse.urlsplit(server)
+        if url.scheme != "http":
+            raise ConnectionError(f"only http:// servers support the websocket here (got {server})")
+        self.sock = socket.create_connection((url.hostname, url.port or 80), timeout=timeout)
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall((f"GET {path} HTTP/1.1\r\nHost: {url.hostname}:{url.port or 80}\r\nUpgrade: websocket\r\n"
+                           f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n")
+                          .encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = self.sock.recv(1)
+            if not chunk:
+                raise ConnectionError("websocket handshake: connection closed")
+            head += chunk
+        accept = base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
+        status = head.split(b"\r\n")[0].decode(errors="replace")
+        if " 101 " not in status or accept.encode() not in head:
+            raise ConnectionError(f"websocket handshake refused: {status}")
+
+    def _exact(self, n: int) -> bytes:
+        buf = b""
+        while len(buf) < n:
+            chunk = self.sock.recv(n - len(buf))
+            if not chunk:
+                raise ConnectionError("websocket closed by the server")
+            buf += chunk
+        return buf
+
+    def _send(self, opcode: int, payload: bytes) -> None:
+        mask = os.urandom(4)
+        header = bytes([0x80 | opcode]) + (bytes([0x80 | len(payload)]) if len(payload) < 126 else
+                                           bytes([0x80 | 126]) + struct.pack(">H", len(payload)))
+        self.sock.sendall(header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+
+    def recv(self) -> tuple[int, bytes]:
+        """Next complete message as (opcode, payload): 1 text, 2 binary; answers pings, raises on close."""
+        message, first = b"", None
+        while True:
+            b0, b1 = self._exact(2)
+            n = b1 & 0x7F
+            n = struct.unpack(">H", self._exact(2))[0] if n == 126 else struct.unpack(">Q", self._exact(8))[0] \
+                if n == 127 else n
+            mask = self._exact(4) if b1 & 0x80 else None
+            payload = self._exact(n)
+            if mask:
+                payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+            opcode = b0 & 0x0F
+            if opcode == 0x8:
+                raise ConnectionError("websocket closed by the server")
+            if opcode == 0x9:
+                self._send(0xA, payload)
+                continue
+            if opcode in (0x1, 0x2):
+                first = opcode
+            message += payload
+            if b0 & 0x80 and first is not None:
+                return first, message
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def wait_websocket(ws: WebSocket, prompt_id: str, log=print) -> None:
+    """Print progress until the prompt finishes; WorkflowError on execution_error / execution_interrupted."""
+    while True:
+        opcode, payload = ws.recv()
+        if opcode != 1:
+            continue  # binary frames are latent previews
+        msg = json.loads(payload)
+        kind, data = msg.get("type"), msg.get("data", {})
+        if data.get("prompt_id") not in (None, prompt_id):
+            continue
+        if kind == "progress":
+            log(f"node {data.get('node')}: step {data['value']}/{data['max']}")
+        elif kind == "executing" and data.get("node") is None and data.get("prompt_id") == prompt_id:
+            return
+        elif kind == "execution_error":
+            raise WorkflowError(f"node {data.get('node_id')} ({data.get('node_type')}) failed: "
+                                f"{data.get('exception_type')}: {data.get('exception_message')}")
+        elif kind == "execution_interrupted":
+            raise WorkflowError(f"interrupted at node {data.get('node_id')} ({data.get('node_type')})")
+
+
+def wait_history(server: str, prompt_id: str, timeout: float, poll: float = 1.0) -> dict:
+    """Poll /history until the prompt has a status (used when the websocket is unavailable)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        entry = _request(server, f"/history/{prompt_id}").get(prompt_id)
+        if entry and entry.get("status", {}).get("completed") is not None:
+            return entry
+        time.sleep(poll)
+    raise TimeoutError(f"prompt {prompt_id} did not finish within {timeout:g} s")
+
+
+def download_outputs(server: str, entry: dict, out_dir: Path) -> list[Path]:
+    """Fetch every file the prompt's output nodes report (images, videos, gifs...) via /view into out_dir."""
+    status = entry.get("status", {})
+    if status.get("status_str") == "error":
+        errors = [d for ev, d in status.get("messages", []) if ev == "execution_error"]
+        raise WorkflowError(errors[0].get("exception_message", "execution failed") if errors else "execution failed")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    saved = []
+    for output in entry.get("outputs", {}).values():
+        for items in output.values():
+            for item in items if isinstance(items, list) else []:
+                if isinstance(item, dict) and "filename" in item:
+                    query = urllib.parse.urlencode({k: item.get(k, "") for k in ("filename", "subfolder", "type")})
+                    path = out_dir / Path(item["filename"]).name
+                    path.write_bytes(_request(server, f"/view?{query}", timeout=300))
+                    saved.append(path)
+    return saved
+
+
+def run(server: str, graph: dict, out_dir: Path, *, timeout: float = 3600.0, use_ws: bool = True,
+        log=print) -> list[Path]:
+    """Queue `graph`, follow its progress, download its outputs; returns the saved files."""
+    client_id = uuid.uuid4().hex
+    ws = None
+    if use_ws:
+        try:
+            ws = WebSocket(server, f"/ws?clientId={client_id}", timeout)
+        except OSError as e:
+            log(f"websocket unavailable ({e}); polling /history instead")
+    try:
+        prompt_id = queue_prompt(server, graph, client_id)
+        log(f"queued prompt {prompt_id}")
+        if ws is not None:
+            wait_websocket(ws, prompt_id, log)
+        entry = wait_history(server, prompt_id, timeout)
+    finally:
+        if ws is not None:
+            ws.close()
+    return download_outputs(server, entry, out_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("workflow", help="API-format workflow JSON")
+    parser.add_argument("--server", default="http://127.0.0.1:8188")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--out", default="outputs", help="folder for the downloaded outputs")
+    parser.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for the result")
+    parser.add_argument("--no-ws", action="store_true", help="poll /history instead of using the websocket")
+    args = parser.parse_args(argv)
+    try:
+        graph = apply_overrides(load_workflow(args.workflow), args.sets)
+    except (OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        files = run(args.server, graph, Path(args.out), timeout=args.timeout, use_ws=not args.no_ws)
+    except (WorkflowError, TimeoutError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    for path in files:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
