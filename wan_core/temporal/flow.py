@@ -44,7 +44,7 @@ class FlowConfig:
     warps: int = 3  # re-linearisations (warps) per pyramid level
     iterations: int = 30  # Jacobi sweeps per warp
     scale: float = 0.5  # pyramid downscale factor between levels
-    min_size: int = 16  # coarsest level's shorter side, in pixels
+    min_size: int = 8  # coarsest level's shorter side, in pixels
     median: int = 5  # median-filter window applied to the flow after each warp (1 = off)
     charbonnier_eps: float = 0.02  # robust data term: weight eps / sqrt(r^2 + eps^2); 0 = quadratic
 
@@ -58,7 +58,7 @@ class FlowConfig:
         if not 0.3 <= self.scale <= 0.9:
             raise ValueError(f"FlowConfig.scale must be in [0.3, 0.9] (got {self.scale}); try 0.5")
         if self.min_size < 4:
-            raise ValueError(f"FlowConfig.min_size must be >= 4 pixels (got {self.min_size}); try 16")
+            raise ValueError(f"FlowConfig.min_size must be >= 4 pixels (got {self.min_size}); try 8")
         if self.median < 1 or self.median % 2 == 0:
             raise ValueError(f"FlowConfig.median must be an odd window >= 1 (got {self.median}); try 5, or 1 for off")
         if self.charbonnier_eps < 0:
