@@ -18,7 +18,7 @@ TEXT_DIM = 32
 def tiny_models(seed=0):
     torch.manual_seed(seed)
     dit = diffusers.WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=32, in_channels=48, out_channels=48,
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=128, in_channels=48, out_channels=48,
         text_dim=TEXT_DIM, freq_dim=256, ffn_dim=96, num_layers=2, cross_attn_norm=True,
         qk_norm="rms_norm_across_heads", rope_max_seq_len=1024).eval()
     vae = diffusers.AutoencoderKLWan(

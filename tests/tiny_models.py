@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 from wan_core.config import WanConfig
 from wan_core.tokenizer import tokenizer_to_tensor, train_tokenizer
 
-TINY_DIT = WanConfig(dim=64, ffn_dim=128, num_heads=2, num_layers=2, text_dim=32, freq_dim=32)
+TINY_DIT = WanConfig(dim=128, ffn_dim=128, num_heads=1, num_layers=2, text_dim=32, freq_dim=32)
 SENTENCES = [
     "a red circle moving to the left on a blue background", "a green square moving up", "a small triangle",
     "蓝色背景上，一个红色的圆形向左移动", "一个绿色的正方形向上移动", "白色背景上的三角形", "the quick brown fox jumps",

@@ -13,7 +13,9 @@ import torch
 
 from .geometry import TEXT_LEN
 
-HEAD_DIM = 128  # every released Wan DiT uses 128-channel attention heads
+# Every released Wan DiT uses 128-channel attention heads. Tensor shapes cannot tell the head count (q/k norms span all
+# heads), so infer_config assumes it: models of this family, tiny ones included, must keep head_dim = 128.
+HEAD_DIM = 128
 
 
 @dataclass(frozen=True)
