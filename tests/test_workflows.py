@@ -1,0 +1,167 @@
+"""Shipped workflows: API format executed in-process (links resolved, ComfyUI-style input validation) on tiny models;
+UI format checked against the node definitions (types, widget order and types, links)."""
+import inspect
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from nodes import NODE_CLASS_MAPPINGS
+from nodes.host import StandaloneHost, set_host
+from tests.tiny_models import write_comfy_layout
+from wan_core.video import read_video
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "workflows"))
+import client  # noqa: E402
+
+API_FILES = sorted((ROOT / "workflows" / "api").glob("*.json"))
+UI_FILES = sorted((ROOT / "workflows").glob("*.json"))
+FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}  # UI-only node types (no backend class)
+WIDGET_TYPES = {"INT": int, "FLOAT": (int, float), "STRING": str, "BOOLEAN": bool}
+MODEL_COMBOS = {"model_name"}  # file dropdowns: their choices depend on the user's folders
+
+
+def _inputs(cls) -> dict:
+    spec = cls.INPUT_TYPES()
+    return {**spec.get("required", {}), **spec.get("optional", {})}
+
+
+def _check_value(where: str, kind, opts: dict, value, name: str):
+    if isinstance(kind, list):
+        assert isinstance(value, str), f"{where}: {name}={value!r} must be one of the choices"
+        assert name in MODEL_COMBOS or value in kind, f"{where}: {name}={value!r} not in {kind}"
+        return
+    assert isinstance(value, WIDGET_TYPES[kind]) and not (kind != "BOOLEAN" and isinstance(value, bool)), \
+        f"{where}: {name}={value!r} is not {kind}"
+    if kind in ("INT", "FLOAT"):
+        assert opts.get("min", value) <= value <= opts.get("max", value), f"{where}: {name}={value} out of range"
+
+
+def validate_api(graph: dict) -> None:
+    """What ComfyUI checks before queueing: known types, required inputs present, link types, widget values."""
+    for node_id, node in graph.items():
+        cls = NODE_CLASS_MAPPINGS[node["class_type"]]
+        spec = cls.INPUT_TYPES()
+        for name in spec["required"]:
+            assert name in node["inputs"], f"node {node_id}: missing required input {name}"
+        declared = _inputs(cls)
+        for name, value in node["inputs"].items():
+            kind, opts = declared[name]
+            if isinstance(value, list):
+                src = NODE_CLASS_MAPPINGS[graph[value[0]]["class_type"]]
+                assert src.RETURN_TYPES[value[1]] == kind, f"node {node_id}.{name}: link type mismatch"
+            else:
+                _check_value(f"node {node_id}", kind, opts, value, name)
+        if hasattr(cls, "VALIDATE_INPUTS"):
+            args = inspect.signature(cls.VALIDATE_INPUTS).parameters
+            assert cls.VALIDATE_INPUTS(**{k: node["inputs"][k] for k in args if k in node["inputs"]}) is True
+
+
+def run_api(graph: dict, extra_pnginfo: dict | None = None) -> dict:
+    """Execute an API-format graph in dependency order; returns {node id: outputs}."""
+    results: dict[str, tuple] = {}
+
+    def run(node_id: str):
+        if node_id in results:
+            return results[node_id]
+        node = graph[node_id]
+        cls = NODE_CLASS_MAPPINGS[node["class_type"]]
+        kwargs = {k: (run(v[0])[v[1]] if isinstance(v, list) else v) for k, v in node["inputs"].items()}
+        hidden = cls.INPUT_TYPES().get("hidden", {})
+        kwargs.update({k: {"PROMPT": graph, "EXTRA_PNGINFO": extra_pnginfo}[v] for k, v in hidden.items()})
+        out = getattr(cls(), cls.FUNCTION)(**kwargs)
+        results[node_id] = out["result"] if isinstance(out, dict) else out
+        return results[node_id]
+
+    for node_id in graph:
+        run(node_id)
+    return results
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory):
+    """Tiny models saved under the file names the shipped workflows use."""
+    tiny = write_comfy_layout(tmp_path_factory.mktemp("tiny"))
+    root = tmp_path_factory.mktemp("models")
+    for path in API_FILES:
+        for node in json.loads(path.read_text()).values():
+            name = node["inputs"].get("model_name")
+            if name:
+                folder = {"WanT2VModelLoader": "diffusion_models", "WanT2VTextEncoderLoader": "text_encoders",
+                          "WanT2VVAELoader": "vae"}[node["class_type"]]
+                src = next((tiny / folder).glob("*.safetensors"))
+                (root / folder).mkdir(exist_ok=True)
+                shutil.copy(src, root / folder / name)
+    return root
+
+
+def test_workflow_folders_are_not_empty():
+    assert API_FILES and UI_FILES
+
+
+@pytest.mark.parametrize("path", API_FILES, ids=lambda p: p.name)
+def test_api_workflow_validates_and_runs(path, models_dir, tmp_path):
+    graph = client.load_workflow(path)
+    validate_api(graph)
+    set_host(StandaloneHost(models_dir, tmp_path / "out", device="cpu"))
+    try:
+        small = client.apply_overrides(graph, ["size=custom", "width=72", "height=40", "frames=5", "steps=2",
+                                               "prompt=一只红色的狐狸在雪地里奔跑"])
+        ui_path = ROOT / "workflows" / path.name
+        workflow = json.loads(ui_path.read_text()) if ui_path.exists() else {}
+        results = run_api(small, {"workflow": workflow})
+    finally:
+        set_host(None)
+    saved = [r[0] for nid, r in results.items() if small[nid]["class_type"] == "WanT2VSaveVideo"]
+    assert len(saved) == 1
+    frames, meta = read_video(saved[0])
+    assert frames.shape == (5, 40, 72, 3)
+    assert json.loads(meta["prompt"]) == small and json.loads(meta["workflow"]) == workflow
+
+
+@pytest.mark.parametrize("path", UI_FILES, ids=lambda p: p.name)
+def test_ui_workflow_matches_node_definitions(path):
+    ui = json.loads(path.read_text())
+    links = {link[0]: link for link in ui["links"]}
+    by_id = {n["id"]: n for n in ui["nodes"]}
+    for node in ui["nodes"]:
+        where = f"{path.name} node {node['id']} ({node['type']})"
+        if node["type"] in FRONTEND_ONLY:
+            continue
+        assert node["type"] in NODE_CLASS_MAPPINGS, f"{where}: unknown node type"
+        cls = NODE_CLASS_MAPPINGS[node["type"]]
+        values = list(node.get("widgets_values", []))
+        sockets = {i["name"]: i for i in node.get("inputs", [])}
+        for name, (kind, opts) in _inputs(cls).items():
+            if isinstance(kind, list) or kind in WIDGET_TYPES:
+                assert values, f"{where}: widget values end before {name}"
+                _check_value(where, kind, opts, values.pop(0), name)
+                if opts.get("control_after_generate"):
+                    assert values.pop(0) in ("fixed", "increment", "decrement", "randomize"), where
+            else:
+                assert name in sockets and sockets[name]["type"] == kind, f"{where}: socket {name} missing/mistyped"
+        assert not values, f"{where}: {len(values)} widget values left over: {values}"
+        for i, out in enumerate(node["outputs"]):
+            assert out["type"] == cls.RETURN_TYPES[i], f"{where}: output {i} type"
+            for link_id in out["links"] or []:
+                assert links[link_id][1] == node["id"] and links[link_id][2] == i, f"{where}: link {link_id}"
+    for link_id, src, src_slot, dst, dst_slot, kind in ui["links"]:
+        assert by_id[src]["outputs"][src_slot]["type"] == kind == by_id[dst]["inputs"][dst_slot]["type"]
+        assert by_id[dst]["inputs"][dst_slot]["link"] == link_id
+
+
+@pytest.mark.parametrize("path", UI_FILES, ids=lambda p: p.name)
+def test_ui_and_api_formats_agree(path):
+    api_path = ROOT / "workflows" / "api" / path.name
+    if not api_path.exists():
+        pytest.skip(f"{path.name} has no API-format twin in workflows/api/")
+    api = json.loads(api_path.read_text())
+    ui = {str(n["id"]): n for n in json.loads(path.read_text())["nodes"] if n["type"] not in FRONTEND_ONLY}
+    assert {k: n["class_type"] for k, n in api.items()} == {k: n["type"] for k, n in ui.items()}
+    for node_id, node in api.items():
+        widgets = [v for v in node["inputs"].values() if not isinstance(v, list)]
+        ui_values = [v for v in ui[node_id]["widgets_values"] if v not in ("randomize", "fixed")]
+        assert widgets == ui_values, f"node {node_id}: API and UI widget values differ"
