@@ -53,6 +53,7 @@ def test_cache_invalidated_by_mtime_and_content(blob, monkeypatch):
     path.write_bytes(b"other")
     assert sha256_file(path) == hashlib.sha256(b"other").hexdigest()
     assert len(calls) == 3
+    assert len(integrity._read_cache()) == 1  # stale entries of the same path are dropped
 
 
 def test_cache_dir_is_never_the_repo(monkeypatch, tmp_path):

@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import save_file
 
 from tests.tiny_models import tiny_dit_state_dict, tiny_t5_state_dict, tiny_vae_state_dict, write
+from wan_core import loading
 from wan_core.convert import to_format
 from wan_core.integrity import IntegrityError
 from wan_core.loading import (CheckpointError, WrongModelKindError, detect_format, detect_kind, is_scaled_fp8,
@@ -251,6 +252,20 @@ def test_fp8_scaled_t5_dequantised(tmp_path, t5_sd):
     assert enc32.dtype == torch.float32
 
 
+def test_dequantize_chunks_and_scale_shapes(monkeypatch):
+    monkeypatch.setattr(loading, "DEQUANT_ELEMENTS", 16)  # 2 rows of 8 per step: exercises the row chunks
+    w8 = torch.randn(37, 8).to(torch.float8_e4m3fn)
+    rows = torch.rand(37) + 0.5
+    for scale, want in ((None, w8.float()), (torch.tensor(0.25), w8.float() * 0.25),
+                        (rows, w8.float() * rows[:, None]), (rows[:, None], w8.float() * rows[:, None])):
+        assert torch.equal(loading._dequantize(w8, scale, torch.float32), want)
+    with pytest.raises(CheckpointError, match=r"fp8 scale of shape \(3,\)"):
+        loading._dequantize(w8, torch.ones(3), torch.float32)
+    sd = loading.dequantize_fp8({"l.weight": w8, "l.scale_weight": torch.tensor(2.0), "scaled_fp8": w8[:0, 0]},
+                                torch.bfloat16)
+    assert list(sd) == ["l.weight"] and sd["l.weight"].dtype == torch.bfloat16
+
+
 def test_wrong_kind_messages(tmp_path, dit_sd, vae_sd, t5_sd):
     dit = write(dit_sd, tmp_path / "wan2.2_ti2v_5B_fp16.safetensors")
     t5 = write(t5_sd, tmp_path / "umt5.safetensors")
@@ -320,7 +335,7 @@ def test_flat_and_diffusers_layouts(tmp_path, dit_sd, vae_sd, t5_sd):
     assert_same(load_dit(files.dit).state_dict(), load_dit(flat / "a.safetensors").state_dict())
 
 
-def test_official_layout_asks_for_conversion(tmp_path, dit_sd, vae_sd):
+def test_official_layout_asks_for_conversion(tmp_path, dit_sd, vae_sd, t5_sd):
     root = tmp_path / "Wan2.2-TI2V-5B"
     write(dit_sd, root / "diffusion_pytorch_model-00001-of-00001.safetensors", sidecar=False)
     (root / "diffusion_pytorch_model.safetensors.index.json").write_text(json.dumps(
@@ -331,3 +346,19 @@ def test_official_layout_asks_for_conversion(tmp_path, dit_sd, vae_sd):
     msg = str(err.value)
     assert "python -m wan_core convert" in msg and "Wan2.2_VAE.safetensors" in msg
     assert "models_t5_umt5-xxl-enc-bf16.pth" in msg
+
+    from wan_core.tools import convert_checkpoint
+    convert_checkpoint(root / "Wan2.2_VAE.pth", root / "Wan2.2_VAE.safetensors")
+    torch.save(to_format({k: v for k, v in t5_sd.items() if k != "spiece_model"}, "t5", "official")[0],
+               root / "models_t5_umt5-xxl-enc-bf16.pth")
+    convert_checkpoint(root / "models_t5_umt5-xxl-enc-bf16.pth", root / "models_t5_umt5-xxl-enc-bf16.safetensors")
+    (root / "google" / "umt5-xxl").mkdir(parents=True)
+    files = resolve_model_dir(root)
+    assert files == ModelFiles(dit=root / "diffusion_pytorch_model.safetensors.index.json",
+                               vae=root / "Wan2.2_VAE.safetensors", text_encoder=root /
+                               "models_t5_umt5-xxl-enc-bf16.safetensors", tokenizer=root / "google" / "umt5-xxl",
+                               layout="official")
+    assert_same(load_vae(files.vae).state_dict(), vae_sd)
+    (root / "diffusion_pytorch_model.safetensors.index.json").unlink()
+    with pytest.raises(CheckpointError, match="no diffusion_pytorch_model.safetensors.index.json"):
+        resolve_model_dir(root)

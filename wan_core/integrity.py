@@ -64,7 +64,8 @@ def _write_cache(key: str, digest: str) -> None:
     folder = cache_dir()
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        entries = _read_cache()
+        same_file = key.rsplit("|", 2)[0] + "|"  # drop stale entries of this path (older size/mtime)
+        entries = {k: v for k, v in _read_cache().items() if not k.startswith(same_file)}
         entries[key] = digest
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".sha256_cache.", suffix=".tmp")
         with os.fdopen(fd, "w", encoding="utf-8") as f:

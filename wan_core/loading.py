@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 PICKLE_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".pkl", ".pickle")
 INDEX_SUFFIX = ".index.json"
 MAX_HEADER_BYTES = 100 << 20  # the safetensors format's own limit
+DEQUANT_ELEMENTS = 16 << 20  # fp32 elements per dequantisation step (64 MiB temporary)
 FP8_DTYPES = tuple(getattr(torch, n) for n in ("float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz")
                    if hasattr(torch, n))
 ST_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -234,6 +235,29 @@ def is_scaled_fp8(sd: Mapping[str, Any]) -> bool:
     return "scaled_fp8" in sd or any(k.endswith(".scale_weight") for k in sd)
 
 
+def _dequantize(w: torch.Tensor, scale: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+    """w * scale computed in fp32, a few rows at a time (no full-size fp32 temporary), stored as dtype.
+
+    scale: None, one value, or one value per output row ([out] or [out, 1, ...]).
+    """
+    rows = w.shape[0] if w.ndim else 1
+    flat = w.reshape(rows, -1)  # [rows, rest]
+    out = torch.empty(flat.shape, dtype=dtype, device=w.device)  # [rows, rest]
+    if scale is not None:
+        scale = scale.to(device=w.device, dtype=torch.float32)
+        if scale.numel() not in (1, rows):
+            raise CheckpointError(f"fp8 scale of shape {tuple(scale.shape)} fits neither the whole weight nor its "
+                                  f"{rows} rows (weight {tuple(w.shape)}); this fp8 layout is not supported")
+        scale = scale.reshape(-1, 1)  # [1 or rows, 1]
+    step = max(1, DEQUANT_ELEMENTS // max(1, flat.shape[1]))
+    for i in range(0, rows, step):
+        part = flat[i:i + step].to(torch.float32)
+        if scale is not None:
+            part = part * (scale if scale.shape[0] == 1 else scale[i:i + step])
+        out[i:i + step] = part.to(dtype)
+    return out.reshape(w.shape)
+
+
 def dequantize_fp8(sd: Mapping[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
     """fp8 weights -> `dtype` (times their `scale_weight` when present); drops scale/marker tensors."""
     out = {}
@@ -241,14 +265,8 @@ def dequantize_fp8(sd: Mapping[str, torch.Tensor], dtype: torch.dtype) -> dict[s
         if key == "scaled_fp8" or key.endswith((".scale_weight", ".scale_input")):
             continue
         if value.dtype in FP8_DTYPES:
-            w = value.to(torch.float32)
             scale = sd.get(key.removesuffix("weight") + "scale_weight") if key.endswith(".weight") else None
-            if scale is not None:
-                s = scale.to(torch.float32)
-                if s.ndim == 1 and s.numel() == w.shape[0] > 1:
-                    s = s.view(-1, *([1] * (w.ndim - 1)))  # per-output-channel scale: [out] -> [out, 1, ...]
-                w = w * s
-            value = w.to(dtype)
+            value = _dequantize(value, scale, dtype)
         out[key] = value
     return out
 

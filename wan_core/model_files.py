@@ -115,6 +115,9 @@ def _official(root: Path) -> ModelFiles:
     index = root / f"diffusion_pytorch_model.safetensors{INDEX_SUFFIX}"
     single = root / "diffusion_pytorch_model.safetensors"
     dit = index if index.is_file() else single
+    if not dit.is_file():
+        shards = sorted(p.name for p in root.glob("diffusion_pytorch_model*.safetensors"))
+        raise CheckpointError(f"{root} has DiT shards {shards} but no {index.name}; download the index file too")
     paths, todo = {}, []
     for role, name in OFFICIAL_PICKLES.items():
         converted = (root / name).with_suffix(".safetensors")
