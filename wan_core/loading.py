@@ -307,9 +307,14 @@ def _prepare(path, want: str, *, sha256, verify, dtype):
     extras = {k: sd.pop(k) for k in NON_WEIGHT_KEYS if k in sd}
     fmt_note = fmt
     if any(v.dtype in FP8_DTYPES for v in sd.values()):
-        dtype = dtype or torch.bfloat16  # fp8 is a storage format; compute in bf16 unless told otherwise
-        sd = dequantize_fp8(sd, dtype)
         fmt_note = f"{fmt}+fp8{'-scaled' if scaled else ''}"
+        if dtype in FP8_DTYPES and scaled:  # re-storing w * scale as plain fp8 would flush small weights to zero
+            logger.warning("%s: scaled-fp8 weights are dequantised to bfloat16 (no scaled-fp8 layers here), not "
+                           "kept as %s", info.path.name, dtype)
+            dtype = torch.bfloat16
+        if dtype not in FP8_DTYPES:  # plain fp8 asked to stay fp8 is left as stored
+            dtype = dtype or torch.bfloat16  # fp8 is a storage format; compute in bf16 unless told otherwise
+            sd = dequantize_fp8(sd, dtype)
     sd, _ = convert(sd, kind, fmt)
     note = f"{fmt_note}{f', prefix {prefix!r}' if prefix else ''}"
     return sd, dtype, extras, info, note
