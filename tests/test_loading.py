@@ -379,3 +379,40 @@ def test_official_layout_asks_for_conversion(tmp_path, dit_sd, vae_sd, t5_sd):
     (root / "diffusion_pytorch_model.safetensors.index.json").unlink()
     with pytest.raises(CheckpointError, match="no diffusion_pytorch_model.safetensors.index.json"):
         resolve_model_dir(root)
+
+
+def test_real_diffusers_repo_layout(tmp_path):
+    """A folder written by diffusers/transformers `save_pretrained` (sharded transformer) loads with the same tensors."""
+    diffusers = pytest.importorskip("diffusers", reason="diffusers writes the reference repository layout")
+    transformers = pytest.importorskip("transformers", reason="transformers writes the text_encoder folder")
+    from wan_core.convert import convert
+    from tests.tiny_models import SENTENCES
+    from wan_core.tokenizer import train_tokenizer
+
+    torch.manual_seed(0)
+    dit = diffusers.WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=32,
+                                          in_channels=48, out_channels=48, text_dim=32, freq_dim=32, ffn_dim=96,
+                                          num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads")
+    vae = diffusers.AutoencoderKLWan(base_dim=8, decoder_base_dim=16, z_dim=48, dim_mult=[1, 2, 4, 4],
+                                     num_res_blocks=2, attn_scales=[], temperal_downsample=[False, True, True],
+                                     is_residual=True, in_channels=12, out_channels=12, patch_size=2)
+    te = transformers.UMT5EncoderModel(transformers.UMT5Config(
+        vocab_size=64, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_heads=4, feed_forward_proj="gated-gelu",
+        is_encoder_decoder=False))
+    repo = tmp_path / "Wan2.2-TI2V-5B-Diffusers"
+    dit.save_pretrained(repo / "transformer", max_shard_size="200KB")  # forces an index + shards
+    vae.save_pretrained(repo / "vae")
+    te.save_pretrained(repo / "text_encoder")
+    (repo / "tokenizer").mkdir()
+    (repo / "tokenizer" / "spiece.model").write_bytes(train_tokenizer(SENTENCES, vocab_size=64))
+    (repo / "model_index.json").write_text("{}")
+    files = resolve_model_dir(repo)
+    assert files.dit.name.endswith(".index.json") and len(read_state_dict(files.dit)[1].files) > 1
+    for loaded, ref, kind in ((load_dit(files.dit), dit, "dit"), (load_vae(files.vae), vae, "vae")):
+        want = convert(ref.state_dict(), kind, "diffusers")[0]
+        got = loaded.state_dict()
+        assert set(got) == set(want) and all(torch.equal(got[k].float(), want[k].float()) for k in want)
+    enc = load_text_encoder(files.text_encoder, tokenizer=files.tokenizer)
+    want = te.state_dict()
+    got = enc.model.state_dict()
+    assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want)
