@@ -13,7 +13,7 @@ from wan_core.temporal.flow import (
     warp,
 )
 
-# Measured (96x128, noise sigma 0.01, default FlowConfig): EPE ~0.07-0.09 px for every camera case.
+# Measured (96x128, noise sigma 0.01, default FlowConfig): EPE ~0.08-0.10 px for every camera case.
 single_thread = pytest.fixture(scope="module", autouse=True)(one_thread)
 
 EPE_BOUND = {"translation": 0.25, "zoom": 0.25, "rotation": 0.25, "large_translation": 0.3}
@@ -57,8 +57,8 @@ def test_two_objects_moving_apart_flow_and_revealed_regions():
     marked = (1 - valid10)[revealed].mean().item()
     false_alarm = (1 - valid10)[~revealed].mean().item()
     print(f"revealed marked {marked:.2f}, false alarms {false_alarm:.3f}")
-    assert marked > 0.5  # measured ~0.63 (the 4-px strips' edges are smoothed over)
-    assert false_alarm < 0.05  # measured ~0.02
+    assert marked > 0.6  # measured ~0.76 (the 4-px strips' edges are smoothed over)
+    assert false_alarm < 0.05  # measured ~0.025
 
 
 def test_consecutive_flows_shapes_and_static_clip():

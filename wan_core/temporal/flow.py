@@ -45,8 +45,9 @@ class FlowConfig:
     iterations: int = 30  # Jacobi sweeps per warp
     scale: float = 0.5  # pyramid downscale factor between levels
     min_size: int = 8  # coarsest level's shorter side, in pixels
-    median: int = 5  # median-filter window applied to the flow after each warp (1 = off)
+    median: int = 5  # separable median window (1 = off, 3, 5) applied to the flow after each warp
     charbonnier_eps: float = 0.02  # robust data term: weight eps / sqrt(r^2 + eps^2); 0 = quadratic
+    reweight_every: int = 5  # Jacobi sweeps between updates of the robust weights
 
     def __post_init__(self):
         if not self.alpha > 0:
@@ -59,8 +60,10 @@ class FlowConfig:
             raise ValueError(f"FlowConfig.scale must be in [0.3, 0.9] (got {self.scale}); try 0.5")
         if self.min_size < 4:
             raise ValueError(f"FlowConfig.min_size must be >= 4 pixels (got {self.min_size}); try 8")
-        if self.median < 1 or self.median % 2 == 0:
-            raise ValueError(f"FlowConfig.median must be an odd window >= 1 (got {self.median}); try 5, or 1 for off")
+        if self.median not in (1, 3, 5):
+            raise ValueError(f"FlowConfig.median must be 1 (off), 3 or 5 (got {self.median}); try 5")
+        if self.reweight_every < 1:
+            raise ValueError(f"FlowConfig.reweight_every must be >= 1 (got {self.reweight_every}); try 5")
         if self.charbonnier_eps < 0:
             raise ValueError(f"FlowConfig.charbonnier_eps must be >= 0 (got {self.charbonnier_eps}); try 0.02")
 
@@ -122,22 +125,45 @@ def _gradients(img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _neighbour_mean(flow: torch.Tensor) -> torch.Tensor:
-    """Horn-Schunck neighbourhood average (weights 1/6 edge, 1/12 corner), replicated borders; [N, 2, H, W]."""
-    k = torch.tensor([[1.0, 2.0, 1.0], [2.0, 0.0, 2.0], [1.0, 2.0, 1.0]], device=flow.device, dtype=flow.dtype) / 12.0
-    k = k.view(1, 1, 3, 3).expand(2, 1, 3, 3)  # depthwise [2, 1, 3, 3]
-    return F.conv2d(F.pad(flow, (1, 1, 1, 1), mode="replicate"), k, groups=2)
+    """Horn-Schunck neighbourhood average (weights 1/6 edge, 1/12 corner), replicated borders; [N, 2, H, W].
+
+    The kernel [[1, 2, 1], [2, 0, 2], [1, 2, 1]] / 12 is the separable [1, 2, 1] x [1, 2, 1] minus 4x the centre,
+    done with shifted slices (much faster on CPU than a depthwise conv).
+    """
+    p = F.pad(flow, (1, 1, 1, 1), mode="replicate")  # [N, 2, H+2, W+2]
+    rows = p[..., :, :-2] + 2 * p[..., :, 1:-1] + p[..., :, 2:]  # [N, 2, H+2, W]
+    both = rows[..., :-2, :] + 2 * rows[..., 1:-1, :] + rows[..., 2:, :]  # [N, 2, H, W]
+    return (both - 4 * flow) / 12.0
+
+
+def _median3(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    return torch.maximum(torch.minimum(a, b), torch.minimum(torch.maximum(a, b), c))
+
+
+def _median_1d(x: torch.Tensor, size: int, dim: int) -> torch.Tensor:
+    """Median over a window of 3 or 5 along dim (-1 or -2) with replicated borders, by min/max networks."""
+    r = size // 2
+    pad = (r, r, 0, 0) if dim == -1 else (0, 0, r, r)
+    p = F.pad(x, pad, mode="replicate")
+    n = x.shape[dim]
+    v = [p.narrow(dim, k, n) for k in range(size)]  # shifted views, each shaped like x
+    if size == 3:
+        return _median3(*v)
+    a, b, c, d, e = v  # median of 5 = median3(e, max(min(a,b), min(c,d)), min(max(a,b), max(c,d)))
+    lo = torch.maximum(torch.minimum(a, b), torch.minimum(c, d))
+    hi = torch.minimum(torch.maximum(a, b), torch.maximum(c, d))
+    return _median3(e, lo, hi)
 
 
 def _median(flow: torch.Tensor, size: int) -> torch.Tensor:
-    """size x size median filter of each flow component, replicated borders; [N, 2, H, W]."""
+    """Separable size x size median (rows, then columns) of each flow component; [N, 2, H, W].
+
+    A cheap stand-in for the full 2-D window median with the same role: removing isolated outliers after each
+    warp while keeping motion edges.
+    """
     if size <= 1:
         return flow
-    n, c, h, w = flow.shape
-    r = size // 2
-    padded = F.pad(flow, (r, r, r, r), mode="replicate")
-    # [N, C, H+2r, W+2r] -> windows [N, C, H, W, size, size]
-    windows = padded.unfold(2, size, 1).unfold(3, size, 1)
-    return windows.reshape(n, c, h, w, size * size).median(dim=-1).values  # [N, C, H, W]
+    return _median_1d(_median_1d(flow, size, -1), size, -2)
 
 
 def _pyramid_sizes(h: int, w: int, cfg: FlowConfig) -> list[tuple[int, int]]:
@@ -176,29 +202,28 @@ def _refine_level(i0: torch.Tensor, i1: torch.Tensor, flow: torch.Tensor, cfg: F
         ix, iy = 0.5 * (g0x + g1x), 0.5 * (g0y + g1y)  # averaged derivatives, [N, C, H, W]
         it = i1w - i0
         inside = _inside(flow0).to(i0.dtype)  # [N, 1, H, W]: samples off the image carry no data
-        du0 = flow0[:, :1]
-        dv0 = flow0[:, 1:]
-        for _ in range(cfg.iterations):
-            d = flow - flow0  # increment [N, 2, H, W]
-            r = it + ix * d[:, :1] + iy * d[:, 1:]  # linearised residual per channel
-            if cfg.charbonnier_eps > 0:
-                wgt = cfg.charbonnier_eps * torch.rsqrt(r * r + cfg.charbonnier_eps**2) * inside
-            else:
-                wgt = inside.expand_as(r)
-            j11 = (wgt * ix * ix).sum(1, keepdim=True)  # structure tensor entries [N, 1, H, W]
-            j12 = (wgt * ix * iy).sum(1, keepdim=True)
-            j22 = (wgt * iy * iy).sum(1, keepdim=True)
-            b1 = (wgt * ix * it).sum(1, keepdim=True)
-            b2 = (wgt * iy * it).sum(1, keepdim=True)
-            avg = _neighbour_mean(flow)
+        du0, dv0 = flow0[:, :1], flow0[:, 1:]
+        ixx, ixy, iyy, ixt, iyt = ix * ix, ix * iy, iy * iy, ix * it, iy * it  # [N, C, H, W] each
+        for sweep in range(cfg.iterations):
+            if sweep % cfg.reweight_every == 0:  # robust weights and the per-pixel 2x2 system, held for a few sweeps
+                if cfg.charbonnier_eps > 0:
+                    d = flow - flow0  # increment [N, 2, H, W]
+                    r = it + ix * d[:, :1] + iy * d[:, 1:]  # linearised residual per channel
+                    wgt = cfg.charbonnier_eps * torch.rsqrt(r * r + cfg.charbonnier_eps**2) * inside
+                else:
+                    wgt = inside
+                j11 = (wgt * ixx).sum(1, keepdim=True) + a2  # (J + a2 I) entries [N, 1, H, W]
+                j12 = (wgt * ixy).sum(1, keepdim=True)
+                j22 = (wgt * iyy).sum(1, keepdim=True) + a2
+                b1 = (wgt * ixt).sum(1, keepdim=True) + a2 * du0
+                b2 = (wgt * iyt).sum(1, keepdim=True) + a2 * dv0
+                inv = 1.0 / (j11 * j22 - j12 * j12)
+                p11, p12, p22 = j22 * inv, j12 * inv, j11 * inv  # inverse of the 2x2 system
             # Solve (J + a2 I) (w - w0) = a2 (avg - w0) - b per pixel for the full flow w.
-            r1 = a2 * (avg[:, :1] - du0) - b1
-            r2 = a2 * (avg[:, 1:] - dv0) - b2
-            m11, m22 = j11 + a2, j22 + a2
-            det = m11 * m22 - j12 * j12
-            inc_u = (m22 * r1 - j12 * r2) / det
-            inc_v = (m11 * r2 - j12 * r1) / det
-            flow = flow0 + torch.cat((inc_u, inc_v), dim=1)
+            avg = _neighbour_mean(flow)
+            r1 = a2 * avg[:, :1] - b1
+            r2 = a2 * avg[:, 1:] - b2
+            flow = flow0 + torch.cat((p11 * r1 - p12 * r2, p22 * r2 - p12 * r1), dim=1)
         flow = _median(flow, cfg.median)
     return flow
 
