@@ -11,6 +11,7 @@ from typing import Any, Callable
 from wan_core.pipeline import sample_latents
 from wan_core.sampling import SAMPLERS
 from wan_core.schedules import denoise_sigmas, flow_sigmas
+from wan_core.temporal.options import build as build_temporal, combine_hooks
 
 from .host import get_host
 from .text import conditioning_tensor
@@ -58,6 +59,7 @@ class WanT2VSampler:
                                   "tooltip": "1.0 = from pure noise; lower keeps part of the input latent (video to video)."}),
         }, "optional": {
             "options": (OPTIONS_TYPE, {"tooltip": "Extra sampler features from WanT2V option nodes."}),
+            "temporal": ("WANT2V_TEMPORAL", {"tooltip": "Temporal-consistency options (WanT2V Temporal Settings)."}),
         }}
 
     @classmethod
@@ -66,8 +68,10 @@ class WanT2VSampler:
             return f"steps x denoise = {steps} x {denoise} leaves no step to run; raise denoise or steps"
         return True
 
-    def sample(self, model, positive, negative, latent, seed, steps, cfg, shift, sampler, denoise, options=None):
+    def sample(self, model, positive, negative, latent, seed, steps, cfg, shift, sampler, denoise, options=None,
+               temporal=None):
         host, options = get_host(), options or SamplerOptions()
+        wrappers, hooks = build_temporal(temporal)  # ((), None) when absent or all off
         if "noise_mask" in latent:
             raise ValueError("this LATENT has a noise_mask (image-to-video); the WanT2V sampler does text-to-video only. "
                              "Use WanT2V Latent Init, or native KSampler for image-to-video")
@@ -78,6 +82,6 @@ class WanT2VSampler:
             dit, conditioning_tensor(positive, "positive").to(device),
             conditioning_tensor(negative, "negative").to(device) if cfg != 1.0 else None,
             latent["samples"].to(device), seed=seed, steps=steps, cfg=cfg, shift=shift, sampler=sampler,
-            denoise=denoise, callback=host.sampling_callback(total), model_wrappers=options.model_wrappers,
-            hooks=options.hooks)
+            denoise=denoise, callback=host.sampling_callback(total), model_wrappers=options.model_wrappers + wrappers,
+            hooks=combine_hooks(options.hooks, hooks))
         return ({**latent, "samples": samples.to(host.intermediate_device())},)

@@ -98,3 +98,64 @@ def test_off_is_bit_identical_and_on_changes_the_sample(dit):
     on = _run(dit, TemporalOptions(flow_strength=0.5, flow_start=0.0, flow_end=0.8, enhance=2.0, enhance_end=0.6))
     assert on.shape == plain.shape and torch.isfinite(on).all()
     assert not torch.allclose(on, plain, atol=1e-5)
+
+
+# --- nodes -----------------------------------------------------------------------------------------------------
+
+
+def test_settings_node_returns_the_frozen_options():
+    from nodes.temporal import WanT2VTemporalSettings
+
+    (opts,) = WanT2VTemporalSettings().settings(0.3, 0.1, 0.5, 1.5, 0.0, 0.8)
+    assert opts == TemporalOptions(flow_strength=0.3, flow_start=0.1, flow_end=0.5, enhance=1.5, enhance_end=0.8)
+    spec = WanT2VTemporalSettings.INPUT_TYPES()["required"]
+    defaults = {k: v[1]["default"] for k, v in spec.items()}
+    assert TemporalOptions(**defaults) == PRESETS["on"]  # the node's defaults are the measured preset
+    with pytest.raises(ValueError, match="flow_start < flow_end"):
+        WanT2VTemporalSettings().settings(0.3, 0.7, 0.5, 1.5, 0.0, 1.0)
+
+
+def test_metrics_and_interpolate_nodes_on_a_moving_pattern():
+    import json
+
+    from nodes.temporal import WanT2VFrameInterpolate, WanT2VVideoMetrics
+    from tests._temporal_synth import translating_clip
+
+    frames = translating_clip(5, h=32, w=48, dx=1.5, dy=0.0, seed=1)  # [T, H, W, 3]
+    out = WanT2VVideoMetrics().measure(frames, 256)
+    values = json.loads(out["result"][0])
+    assert out["ui"]["text"][0] == out["result"][0]
+    assert set(values) >= {"warping_error", "luma_flicker", "motion_mean"} and values["motion_mean"] > 0.5
+    node = WanT2VFrameInterpolate()
+    more, fps = node.interpolate(frames, 12.0, 2, 0.0)
+    assert more.shape == (9, 32, 48, 3) and fps == 24.0
+    assert torch.equal(more[::2], frames)  # input frames are kept
+    resampled, fps = node.interpolate(frames, 12.0, 2, 18.0)
+    assert fps == 18.0 and resampled.shape[0] == 7  # 4 intervals of 1/12 s = 1/3 s -> 6 intervals at 18 fps
+
+
+def test_sampler_node_accepts_the_temporal_input(tmp_path):
+    from nodes import NODE_CLASS_MAPPINGS
+    from nodes.host import StandaloneHost, set_host
+    from nodes.text import to_conditioning
+    from tests.tiny_models import write
+
+    write(tiny_dit_state_dict(), tmp_path / "models" / "diffusion_models" / "tiny_dit.safetensors")
+    previous = set_host(StandaloneHost(tmp_path / "models", tmp_path / "out", device="cpu"))
+    try:
+        assert "WanT2VTemporalSettings" in NODE_CLASS_MAPPINGS
+        dit = NODE_CLASS_MAPPINGS["WanT2VModelLoader"]().load("tiny_dit.safetensors", "auto", True)[0]
+        g = torch.Generator().manual_seed(3)
+        pos, neg = to_conditioning(torch.randn(4, 32, generator=g)), to_conditioning(torch.randn(4, 32, generator=g))
+        latent = {"samples": torch.zeros(1, 48, 4, 8, 8)}
+        sampler = NODE_CLASS_MAPPINGS["WanT2VSampler"]()
+
+        def run(temporal=None):
+            return sampler.sample(dit, pos, neg, latent, 2, 4, 4.0, 3.0, "euler", 1.0, temporal=temporal)[0]["samples"]
+
+        plain = run()
+        assert torch.equal(run(TemporalOptions()), plain)
+        on = run(TemporalOptions(flow_strength=0.5, flow_start=0.0, enhance=3.0))
+        assert on.shape == plain.shape and not torch.allclose(on, plain, atol=1e-5)
+    finally:
+        set_host(previous)
