@@ -184,6 +184,20 @@ def test_grad_mode_matches_no_grad(model):
     model.zero_grad(set_to_none=True)
 
 
+def test_chunked_ffn_matches_whole(model, monkeypatch):
+    import wan_core.model as wm
+
+    x, t, ctx = inputs()
+    varying = t[:, None].repeat(1, 32)
+    varying[:, :16] = 10.0
+    with torch.no_grad():
+        whole = [model(x, t, ctx), model(x, varying, ctx)]
+        monkeypatch.setattr(wm, "FFN_CHUNK_ELEMENTS", 5 * CFG.ffn_dim)  # 5-token chunks: 7 chunks for 32 tokens
+        chunked = [model(x, t, ctx), model(x, varying, ctx)]
+    for a, b in zip(whole, chunked):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-5)
+
+
 def test_injected_ops_namespace_builds_every_layer():
     made = []
 

@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 # Dotted-name parts whose parameters stay fp32 (loading) and whose computations run in fp32 (forward).
 KEEP_FP32 = ("patch_embedding", "time_embedding", "time_projection", "modulation", "norm3", "head")
 _HALF_OR_FULL = (torch.float16, torch.bfloat16, torch.float32)
+FFN_CHUNK_ELEMENTS = 1 << 26  # inference FFN hidden chunk: 64 Mi elements (TI2V-5B: ~4.7k tokens per chunk)
 
 
 def keep_fp32(name: str) -> bool:
@@ -145,7 +146,7 @@ class WanAttentionBlock(nn.Module):
     def __init__(self, cfg: WanConfig, index: int, ops, *, device=None, dtype=None):
         super().__init__()
         linear = partial(ops.Linear, device=device, dtype=dtype)
-        self.index, self.eps = index, cfg.eps
+        self.index, self.eps, self.ffn_dim = index, cfg.eps, cfg.ffn_dim
         self.self_attn = SelfAttention(cfg.dim, cfg.num_heads, cfg.eps, linear, device=device, dtype=dtype)
         self.norm3 = ops.LayerNorm(cfg.dim, eps=cfg.eps, elementwise_affine=True, device=device, dtype=dtype)
         self.cross_attn = CrossAttention(cfg.dim, cfg.num_heads, cfg.eps, linear, device=device, dtype=dtype)
@@ -166,8 +167,16 @@ class WanAttentionBlock(nn.Module):
         x = _residual(x, y, mod(2))
         y = self.cross_attn(self.norm3(x).to(ctx.dtype), ctx.context)
         x = _residual(x, y)
-        y = self.ffn(_modulate(x, mod(3), mod(4), self.eps).to(ctx.dtype))
-        return _residual(x, y, mod(5))
+        h = _modulate(x, mod(3), mod(4), self.eps).to(ctx.dtype)
+        if torch.is_grad_enabled():
+            return _residual(x, self.ffn(h), mod(5))
+        # Inference: run the FFN over token chunks so the [B, L, ffn_dim] hidden never exists whole, and add each
+        # chunk's output into the residual stream in place (same math, lower peak memory).
+        gate, step = mod(5), max(1, FFN_CHUNK_ELEMENTS // (x.shape[0] * self.ffn_dim))
+        for s in range(0, x.shape[1], step):
+            g = gate if gate.shape[1] == 1 else gate[:, s:s + step]
+            x[:, s:s + step].addcmul_(self.ffn(h[:, s:s + step]).float(), g)  # [B, chunk, C]
+        return x
 
 
 class Head(nn.Module):
