@@ -118,7 +118,8 @@ def test_api_workflow_validates_and_runs(path, models_dir, tmp_path):
     saved = [r[0] for nid, r in results.items() if small[nid]["class_type"] == "WanT2VSaveVideo"]
     assert len(saved) == 1
     frames, meta = read_video(saved[0])
-    assert frames.shape == (5, 40, 72, 3)
+    multiplier = [n["inputs"]["multiplier"] for n in small.values() if n["class_type"] == "WanT2VFrameInterpolate"]
+    assert frames.shape == ((5 - 1) * (multiplier[0] if multiplier else 1) + 1, 40, 72, 3)  # 5 frames, interpolated
     assert json.loads(meta["prompt"]) == small and json.loads(meta["workflow"]) == workflow
 
 
