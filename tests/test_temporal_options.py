@@ -159,3 +159,28 @@ def test_sampler_node_accepts_the_temporal_input(tmp_path):
         assert on.shape == plain.shape and not torch.allclose(on, plain, atol=1e-5)
     finally:
         set_host(previous)
+
+
+# --- the shipped demo model ------------------------------------------------------------------------------------
+
+DEMO_PROMPT = "on a blue background, a yellow circle moving to the right"  # the shipped temporal workflow's prompt
+
+
+def test_demo_model_options_lower_the_warping_error():
+    from wan_core.demo import DEMO_DEFAULTS, DEMO_FILES, PACK_ROOT, load_demo_pipeline
+    from wan_core.temporal.metrics import video_metrics
+
+    missing = [name for name in DEMO_FILES.values() if not (PACK_ROOT / name).is_file()]
+    if missing:
+        pytest.skip(f"demo model files not in the pack yet: {missing} (python -m wan_core.demo.train --out models)")
+    pipe = load_demo_pipeline()
+    d = DEMO_DEFAULTS
+    kw = dict(width=224, height=128, num_frames=d.num_frames, num_inference_steps=d.steps,
+              guidance_scale=d.guidance_scale, shift=d.shift, sampler=d.sampler, seed=0)
+    plain = video_metrics(pipe(DEMO_PROMPT, **kw))
+    wrappers, hooks = build(PRESETS["on"])
+    on = video_metrics(pipe(DEMO_PROMPT, model_wrappers=wrappers, hooks=hooks, **kw))
+    print(f"warping error {plain['warping_error']:.5f} -> {on['warping_error']:.5f}, "
+          f"motion {plain['motion_mean']:.3f} -> {on['motion_mean']:.3f}")
+    assert on["warping_error"] < plain["warping_error"]
+    assert on["motion_mean"] >= 0.8 * plain["motion_mean"]  # consistency not bought by freezing the video
