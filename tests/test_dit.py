@@ -67,6 +67,18 @@ def test_per_token_shared_t_equals_scalar_t(model):
     assert torch.isfinite(mixed).all() and (mixed - ref).abs().max() > 1e-3
 
 
+def test_time_embedding_computed_once_for_shared_t(model):
+    x, t, ctx = inputs()
+    lengths = []
+    hooks = DiTHooks(block=lambda i, block, h, c: lengths.append(c.e0.shape[1]) or h)
+    varying = t[:, None].repeat(1, 32)
+    varying[:, 0] = 0.0
+    with torch.no_grad():
+        for tt in (t, t[:, None].expand(1, 32), varying):
+            model(x, tt, ctx, hooks=hooks)
+    assert lengths == [1, 1, 1, 1, 32, 32]  # two blocks per call; per-token rows only when t really varies
+
+
 def test_short_context_is_zero_padded(model):
     x, t, ctx = inputs(lc=7)
     padded = torch.nn.functional.pad(ctx, (0, 0, 0, CFG.text_len - 7))
@@ -215,6 +227,35 @@ def test_injected_ops_namespace_builds_every_layer():
     assert made.count("Linear") == n_linear and made.count("Conv3d") == 1
     assert made.count("LayerNorm") == CFG.num_layers
     assert isinstance(m.blocks[0].ffn[0], ops.Linear)
+
+
+class _CastOps:
+    """A stand-in for comfy.ops.manual_cast: weights stay in their storage dtype and are cast to the input's."""
+
+    class Linear(torch.nn.Linear):
+        def forward(self, x):
+            return torch.nn.functional.linear(x, self.weight.to(x.dtype), self.bias.to(x.dtype))
+
+    class Conv3d(torch.nn.Conv3d):
+        def forward(self, x):
+            return self._conv_forward(x, self.weight.to(x.dtype), self.bias.to(x.dtype))
+
+    class LayerNorm(torch.nn.LayerNorm):
+        def forward(self, x):
+            return torch.nn.functional.layer_norm(x, self.normalized_shape, self.weight.to(x.dtype),
+                                                  self.bias.to(x.dtype), self.eps)
+
+
+def test_manual_cast_style_ops_with_bf16_storage_and_fp32_compute(model):
+    m = WanTransformer.from_state_dict(random_state_dict(CFG), CFG, ops=_CastOps, dtype=torch.bfloat16,
+                                       compute_dtype=torch.float32)
+    assert m.compute_dtype == torch.float32 and m.blocks[0].ffn[0].weight.dtype == torch.bfloat16
+    assert isinstance(m.blocks[0].ffn[0], _CastOps.Linear)
+    x, t, ctx = inputs()
+    with torch.no_grad():
+        ref, out = model(x, t, ctx), m(x, t, ctx)
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    assert (out - ref).abs().max() / ref.abs().max() < 0.05
 
 
 def test_rope_matches_complex_reference():
