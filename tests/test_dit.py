@@ -160,6 +160,17 @@ def test_bf16_keeps_fp32_parts(model):
     assert rel < 0.05, f"bf16 relative error {rel:.3g}"
 
 
+def test_whole_model_cast_keeps_fp32_parts(model):
+    m = WanTransformer.from_state_dict(random_state_dict(CFG), CFG).to(torch.bfloat16)
+    assert m.compute_dtype == torch.bfloat16
+    assert m.head.head.weight.dtype == torch.float32 and m.blocks[1].modulation.dtype == torch.float32
+    assert m.blocks[1].ffn[2].weight.dtype == torch.bfloat16 and m.rope.cos.dtype == torch.float32
+    x, t, ctx = inputs()
+    with torch.no_grad():
+        ref, out = model(x, t, ctx), m(x, t, ctx)
+    assert (out - ref).abs().max() / ref.abs().max() < 0.05
+
+
 def test_hooks_called_with_documented_shapes(model):
     x, t, ctx = inputs(b=2)
     seen = {"block": [], "attn": []}

@@ -198,13 +198,18 @@ class Head(nn.Module):
 
 class WanTransformer(nn.Module):
     """Wan DiT: forward(x [B, in_dim, F, H, W], t [B] or [B, L] (= sigma * 1000), context [B, Lc, text_dim])
-    -> velocity [B, out_dim, F, H, W] fp32."""
+    -> velocity [B, out_dim, F, H, W] fp32.
+
+    `ops` supplies Linear, Conv3d and LayerNorm; `device`/`dtype` are passed to them (device="meta" allocates
+    nothing). `compute_dtype` (keyword extension) fixes the dtype fed to the attention/FFN Linears, for hosts whose
+    ops store weights in another dtype (e.g. fp8 with manual casting); by default it follows the block weights.
+    """
 
     def __init__(self, cfg: WanConfig, *, ops=torch.nn, device=None, dtype=None,
                  compute_dtype: Optional[torch.dtype] = None):
         super().__init__()
         self.cfg = cfg
-        self.compute_dtype = compute_dtype or (dtype if dtype in _HALF_OR_FULL else torch.float32)
+        self._compute_dtype = compute_dtype  # None: follow the dtype of the block weights
         linear = partial(ops.Linear, device=device, dtype=dtype)
         self.patch_embedding = ops.Conv3d(cfg.in_dim, cfg.dim, kernel_size=cfg.patch_size, stride=cfg.patch_size,
                                           device=device, dtype=dtype)
@@ -216,9 +221,28 @@ class WanTransformer(nn.Module):
                                     for i in range(cfg.num_layers))
         self.head = Head(cfg, ops, device=device, dtype=dtype)
         self.rope = Rope3D(cfg.head_dim, cfg.rope_max_len, cfg.rope_theta, device=device)
+        self._keep_fp32()
+
+    def _keep_fp32(self) -> None:
         for name, p in self.named_parameters():
-            if keep_fp32(name) and p.dtype in _HALF_OR_FULL:
+            if keep_fp32(name) and p.dtype in _HALF_OR_FULL and p.dtype != torch.float32:
                 p.data = p.data.float()
+        if self.rope.cos.dtype != torch.float32 and self.rope.cos.device.type != "meta":
+            self.rope.materialize(self.rope.cos.device)  # RoPE tables are fp32 by definition (rebuilt exactly)
+
+    def _apply(self, fn, recurse=True):
+        """Module.to/.half/.bfloat16 on the whole model keep the KEEP_FP32 parameters fp32 (values as rounded)."""
+        super()._apply(fn, recurse)
+        self._keep_fp32()
+        return self
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """Dtype of the attention/FFN Linear inputs: the explicit compute_dtype, else the block weights' dtype."""
+        if self._compute_dtype is not None:
+            return self._compute_dtype
+        w = self.blocks[0].self_attn.q.weight if len(self.blocks) else self.text_embedding[0].weight
+        return w.dtype if w.dtype in _HALF_OR_FULL else torch.float32
 
     @staticmethod
     def dtype_for(name: str, compute_dtype: torch.dtype) -> torch.dtype:
@@ -292,9 +316,6 @@ class WanTransformer(nn.Module):
         one ValueError (strict=False tolerates missing/unexpected keys, never wrong shapes).
         """
         cfg = cfg if cfg is not None else infer_config(sd)
-        if compute_dtype is None:
-            stored = sd["blocks.0.self_attn.q.weight"].dtype if "blocks.0.self_attn.q.weight" in sd else None
-            compute_dtype = dtype if dtype in _HALF_OR_FULL else stored if stored in _HALF_OR_FULL else None
         model = cls(cfg, ops=ops, device="meta", dtype=dtype, compute_dtype=compute_dtype)
         expected = model.state_dict()
         missing = sorted(set(expected) - set(sd))
