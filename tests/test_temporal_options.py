@@ -177,9 +177,9 @@ def test_demo_model_options_lower_the_warping_error():
     d = DEMO_DEFAULTS
     kw = dict(width=224, height=128, num_frames=d.num_frames, num_inference_steps=d.steps,
               guidance_scale=d.guidance_scale, shift=d.shift, sampler=d.sampler, seed=0)
-    plain = video_metrics(pipe(DEMO_PROMPT, **kw))
+    plain = video_metrics(pipe(DEMO_PROMPT, **kw), max_side=128)
     wrappers, hooks = build(PRESETS["on"])
-    on = video_metrics(pipe(DEMO_PROMPT, model_wrappers=wrappers, hooks=hooks, **kw))
+    on = video_metrics(pipe(DEMO_PROMPT, model_wrappers=wrappers, hooks=hooks, **kw), max_side=128)
     print(f"warping error {plain['warping_error']:.5f} -> {on['warping_error']:.5f}, "
           f"motion {plain['motion_mean']:.3f} -> {on['motion_mean']:.3f}")
     assert on["warping_error"] < plain["warping_error"]
