@@ -49,7 +49,7 @@ def test_intensity_matches_explicit_maps_and_is_per_sample():
 def test_chunking_does_not_change_the_result(monkeypatch):
     q, k = qk(grid=(3, 4, 4))
     full = cross_frame_intensity(q, k, (3, 4, 4))
-    monkeypatch.setattr(enhance, "SPATIAL_CHUNK", 5)  # 16 positions -> chunks of 5, 5, 5, 1
+    monkeypatch.setattr(enhance, "CHUNK_ELEMENTS", 5 * 2 * 2 * 3 * 16)  # 16 positions -> chunks of 5, 5, 5, 1
     assert torch.allclose(cross_frame_intensity(q, k, (3, 4, 4)), full, atol=1e-7)
 
 

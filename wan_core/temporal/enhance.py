@@ -33,7 +33,7 @@ ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 ModelWrapper = Callable[[ModelFn, torch.Tensor], ModelFn]
 SelfAttnHook = Callable[..., torch.Tensor]
 
-SPATIAL_CHUNK = 4096  # spatial positions per temporal-attention chunk (bounds the [B, S, N, F, F] fp32 temporary)
+CHUNK_ELEMENTS = 1 << 24  # fp32 elements of q per temporal-attention chunk (TI2V-5B 720p: ~180 positions, 64 MiB)
 
 
 def cross_frame_intensity(q: torch.Tensor, k: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
@@ -52,9 +52,10 @@ def cross_frame_intensity(q: torch.Tensor, k: torch.Tensor, grid: tuple[int, int
     qt = rearrange(q, "b (f s) n d -> b s n f d", f=f)  # [B, S, N, F, D]
     kt = rearrange(k, "b (f s) n d -> b s n f d", f=f)  # [B, S, N, F, D]
     trace = q.new_zeros(q.shape[0], dtype=torch.float32)  # sum over positions/heads of the diagonal mass [B]
-    for s0 in range(0, qt.shape[1], SPATIAL_CHUNK):
-        qc = qt[:, s0:s0 + SPATIAL_CHUNK].float()
-        kc = kt[:, s0:s0 + SPATIAL_CHUNK].float()
+    step = max(1, CHUNK_ELEMENTS // (q.shape[0] * q.shape[2] * f * q.shape[3]))  # spatial positions per chunk
+    for s0 in range(0, qt.shape[1], step):
+        qc = qt[:, s0:s0 + step].float()  # [B, S_c, N, F, D]
+        kc = kt[:, s0:s0 + step].float()
         attn = torch.softmax((qc * scale) @ kc.transpose(-1, -2), dim=-1)  # [B, S_c, N, F, F]
         trace += attn.diagonal(dim1=-2, dim2=-1).sum(dim=(1, 2, 3))  # [B]
     positions = qt.shape[1] * qt.shape[2]  # S * heads temporal maps per sample
