@@ -68,6 +68,14 @@ class CastOps:
         return getattr(torch.nn, name)
 
 
+class _Holder(torch.nn.Module):
+    """Plain container so ComfyUI's ModelPatcher can manage a module whose `device` attribute is read-only."""
+
+    def __init__(self, inner: torch.nn.Module):
+        super().__init__()
+        self.inner = inner
+
+
 class StandaloneHost:
     """Host for tests and scripts: `<models_dir>/{diffusion_models,text_encoders,vae}` plus the pack's own models/."""
 
@@ -289,7 +297,10 @@ class ComfyHost(StandaloneHost):
 
         handle = super().load(kind, name, choice, verify)
         handle.module.to(self.offload_device(kind))
-        patcher = comfy.model_patcher.ModelPatcher(handle.module, load_device=self.load_device(kind),
+        module = handle.module
+        if isinstance(getattr(type(module), "device", None), property):
+            module = _Holder(module)  # ModelPatcher assigns module.device; transformers models make it read-only
+        patcher = comfy.model_patcher.ModelPatcher(module, load_device=self.load_device(kind),
                                                    offload_device=self.offload_device(kind))
         return WanModel(kind, handle.model, patcher, name)
 

@@ -6,6 +6,8 @@ import logging
 from wan_core.geometry import MAX_FRAMES, MAX_SIDE
 from wan_core.latent_init import ASPECTS, TIERS, frames_from_seconds, init_latent, plan_latent, preset_size
 
+from .common import declared_range_error
+
 log = logging.getLogger(__name__)
 SIZES = (*TIERS, "custom")
 
@@ -47,6 +49,8 @@ class WanT2VLatentInit:
 
     @classmethod
     def VALIDATE_INPUTS(cls, length_unit="frames", seconds=5.0, fps=24.0):
+        if error := declared_range_error(cls, seconds=seconds, fps=fps):
+            return error
         if length_unit == "seconds" and seconds * fps + 1 > MAX_FRAMES:
             return f"seconds x fps = {seconds * fps:g} frames is above the maximum {MAX_FRAMES}; shorten the video"
         return True

@@ -13,6 +13,7 @@ from wan_core.sampling import SAMPLERS
 from wan_core.schedules import denoise_sigmas, flow_sigmas
 from wan_core.temporal.options import build as build_temporal, combine_hooks
 
+from .common import declared_range_error
 from .host import get_host
 from .text import conditioning_tensor
 
@@ -64,6 +65,8 @@ class WanT2VSampler:
 
     @classmethod
     def VALIDATE_INPUTS(cls, steps=50, denoise=1.0):
+        if error := declared_range_error(cls, steps=steps, denoise=denoise):
+            return error
         if round(steps * denoise) < 1:
             return f"steps x denoise = {steps} x {denoise} leaves no step to run; raise denoise or steps"
         return True

@@ -91,6 +91,7 @@ def test_latent_init_pads_snaps_and_reports():
     latent, w, h, frames, _ = N["WanT2VLatentInit"].init("9:16", "720p", 0, 0, "seconds", 1, 2.0, 16.0, 1)["result"]
     assert (w, h, frames) == (704, 1280, 33) and latent["samples"].shape == (1, 48, 9, 80, 44)
     assert N["WanT2VLatentInit"].VALIDATE_INPUTS("seconds", 60.0, 120.0).startswith("seconds x fps")
+    assert "above the maximum" in N["WanT2VLatentInit"].VALIDATE_INPUTS("frames", 5.0, 500.0)
 
 
 def test_sampler_reproducible_previews_and_native_conditioning(host, loaded):
@@ -107,6 +108,8 @@ def test_sampler_reproducible_previews_and_native_conditioning(host, loaded):
     out = _sample(dit, native, to_conditioning(torch.zeros(3, TINY_DIT.text_dim)), latent, sampler="dpm++2m")
     assert torch.isfinite(out["samples"]).all()
     assert N["WanT2VSampler"].VALIDATE_INPUTS(steps=2, denoise=0.1).startswith("steps x denoise")
+    assert N["WanT2VSampler"].VALIDATE_INPUTS(steps=5000, denoise=1.0) == "steps=5000 is above the maximum 1000"
+    assert N["WanT2VSampler"].VALIDATE_INPUTS(steps=20, denoise=1.0) is True
 
 
 def test_sampler_denoise_cfg1_and_errors(host, loaded):

@@ -241,8 +241,10 @@ def download_outputs(server: str, entry: dict, out_dir: Path) -> list[Path]:
 
 
 def run(server: str, graph: dict, out_dir: Path, *, timeout: float = 3600.0, use_ws: bool = True,
-        log=print) -> list[Path]:
-    """Queue `graph`, follow its progress, download its outputs; returns the saved files."""
+        log=print, extra_data: dict | None = None) -> list[Path]:
+    """Queue `graph`, follow its progress, download its outputs; returns the saved files.
+
+    extra_data: e.g. {"extra_pnginfo": {"workflow": <UI-format graph>}} so saved files embed the UI workflow."""
     client_id = uuid.uuid4().hex
     ws = None
     if use_ws:
@@ -251,7 +253,7 @@ def run(server: str, graph: dict, out_dir: Path, *, timeout: float = 3600.0, use
         except OSError as e:
             log(f"websocket unavailable ({e}); polling /history instead")
     try:
-        prompt_id = queue_prompt(server, graph, client_id)
+        prompt_id = queue_prompt(server, graph, client_id, extra_data)
         log(f"queued prompt {prompt_id}")
         if ws is not None:
             wait_websocket(ws, prompt_id, log)
@@ -270,14 +272,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="outputs", help="folder for the downloaded outputs")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for the result")
     parser.add_argument("--no-ws", action="store_true", help="poll /history instead of using the websocket")
+    parser.add_argument("--embed-ui", metavar="UI_JSON", help="UI-format workflow to embed in saved files (so "
+                                                              "dropping the output into ComfyUI reloads the graph)")
     args = parser.parse_args(argv)
     try:
         graph = apply_overrides(load_workflow(args.workflow), args.sets)
+        extra = {"extra_pnginfo": {"workflow": json.loads(Path(args.embed_ui).read_text(encoding="utf-8"))}} \
+            if args.embed_ui else None
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:
-        files = run(args.server, graph, Path(args.out), timeout=args.timeout, use_ws=not args.no_ws)
+        files = run(args.server, graph, Path(args.out), timeout=args.timeout, use_ws=not args.no_ws,
+                    extra_data=extra)
     except (WorkflowError, TimeoutError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -1,0 +1,224 @@
+"""Contract tests against a real ComfyUI server (headless, CPU). Needs COMFYUI_PATH (a ComfyUI checkout whose
+requirements are importable); skipped visibly otherwise. COMFYUI_EXTRA_PYTHONPATH is prepended to the server's
+PYTHONPATH (e.g. a folder with stand-ins for packages the test machine lacks).
+
+The pack is symlinked into <base>/custom_nodes, tiny models go under the shipped workflow's file names, and a
+full-size random Wan2.2 VAE is written for the native-node interop checks (about 1.4 GB on disk, ~3 GB RAM).
+"""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+COMFY = os.environ.get("COMFYUI_PATH")
+pytestmark = [pytest.mark.comfyui,
+              pytest.mark.skipif(not COMFY, reason="COMFYUI_PATH is not set: no ComfyUI checkout to test against")]
+sys.path.insert(0, str(ROOT / "workflows"))
+import client  # noqa: E402
+
+API = ROOT / "workflows" / "api" / "wan22_ti2v_5B_t2v.json"
+UI = ROOT / "workflows" / "wan22_ti2v_5B_t2v.json"
+NATIVE_VAE = "wan2.2_vae_random.safetensors"
+SMALL = ["size=custom", "width=72", "height=40", "frames=9", "steps=3"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _write_full_random_vae(path: Path) -> None:
+    from safetensors.torch import save_file
+
+    from wan_core.vae import VAEConfig, WanVAE
+
+    gen = torch.Generator().manual_seed(0)
+    shapes = WanVAE(VAEConfig(), device="meta").state_dict()
+    sd = {k: (torch.ones(v.shape) if k.endswith("gamma") else torch.zeros(v.shape) if k.endswith("bias")
+              else torch.randn(v.shape, generator=gen) * 0.02).to(torch.bfloat16) for k, v in shapes.items()}
+    save_file(sd, str(path))
+
+
+@pytest.fixture(scope="module")
+def comfy(tmp_path_factory):
+    from tests.tiny_models import write_comfy_layout
+
+    base = tmp_path_factory.mktemp("comfy_base")
+    (base / "custom_nodes").mkdir()
+    (base / "custom_nodes" / "ComfyUI-WanT2V").symlink_to(ROOT, target_is_directory=True)
+    tiny = write_comfy_layout(tmp_path_factory.mktemp("tiny"))
+    models = base / "models"
+    for node in json.loads(API.read_text()).values():
+        if name := node["inputs"].get("model_name"):
+            folder = {"WanT2VModelLoader": "diffusion_models", "WanT2VTextEncoderLoader": "text_encoders",
+                      "WanT2VVAELoader": "vae"}[node["class_type"]]
+            (models / folder).mkdir(parents=True, exist_ok=True)
+            shutil.copy(next((tiny / folder).glob("*.safetensors")), models / folder / name)
+    _write_full_random_vae(models / "vae" / NATIVE_VAE)
+    port = _free_port()
+    env = dict(os.environ)
+    if extra := os.environ.get("COMFYUI_EXTRA_PYTHONPATH"):
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [extra, env.get("PYTHONPATH")]))
+    (base / "frontend").mkdir()
+    log = open(base / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
+                             "--disable-auto-launch", "--base-directory", str(base), "--front-end-root",
+                             str(base / "frontend"), "--database-url", "sqlite:///:memory:", "--disable-api-nodes",
+                             "--use-pytorch-cross-attention", "--preview-method", "auto"],
+                            cwd=COMFY, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(180):
+            if proc.poll() is not None:
+                pytest.fail(f"ComfyUI exited ({proc.returncode}); log: {(base / 'server.log').read_text()[-3000:]}")
+            try:
+                urllib.request.urlopen(url + "/system_stats", timeout=2)
+                break
+            except OSError:
+                time.sleep(1)
+        else:
+            pytest.fail("ComfyUI did not answer /system_stats within 180 s")
+        yield url, base
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        log.close()
+
+
+def _get(url: str):
+    with urllib.request.urlopen(url, timeout=60) as resp:
+        return json.loads(resp.read())
+
+
+def _small_graph(*extra: str) -> dict:
+    return client.apply_overrides(client.load_workflow(API), [*SMALL, *extra])
+
+
+def _follow(url: str, graph: dict) -> dict:
+    """Queue graph over a websocket; returns counts of events, binary previews and the history entry."""
+    cid = "contract"
+    ws = client.WebSocket(url, f"/ws?clientId={cid}", 600)
+    try:
+        pid = client.queue_prompt(url, graph, cid)
+        seen = {"progress": 0, "previews": 0, "error": None}
+        while True:
+            opcode, payload = ws.recv()
+            if opcode == 2:
+                seen["previews"] += 1
+                continue
+            msg = json.loads(payload)
+            data = msg.get("data", {})
+            if msg["type"] == "progress":
+                seen["progress"] += 1
+            if msg["type"] == "execution_error" and data.get("prompt_id") == pid:
+                seen["error"] = data
+            if msg["type"] == "executing" and data.get("node") is None and data.get("prompt_id") == pid:
+                break
+    finally:
+        ws.close()
+    return {**seen, "history": client.wait_history(url, pid, 60)}
+
+
+def test_object_info_lists_every_node_with_tooltips(comfy):
+    from nodes import NODE_CLASS_MAPPINGS
+
+    url, _ = comfy
+    info = _get(url + "/object_info")
+    for name in NODE_CLASS_MAPPINGS:
+        node = info[name]
+        assert node["category"] == "WanT2V" and node["description"]
+        assert node["python_module"].startswith("custom_nodes.")
+        for section in ("required", "optional"):
+            for inp, spec in node["input"].get(section, {}).items():
+                assert spec[1].get("tooltip"), f"{name}.{inp}"
+        assert len(node["output_tooltips"]) == len(node["output"])
+    assert "wan2.2_ti2v_5B_fp16.safetensors" in info["WanT2VModelLoader"]["input"]["required"]["model_name"][0]
+    assert _get(url + "/workflow_templates")["ComfyUI-WanT2V"] == [UI.stem]
+
+
+def test_api_workflow_through_client_writes_mp4_with_metadata(comfy, tmp_path):
+    from wan_core.video import read_video
+
+    url, _ = comfy
+    code = client.main([str(API), "--server", url, "--out", str(tmp_path), "--embed-ui", str(UI), *sum(
+        (["--set", s] for s in SMALL + ["Prompt.prompt=一只红色的狐狸在雪地里奔跑"]), [])])
+    assert code == 0
+    (mp4,) = tmp_path.glob("*.mp4")
+    frames, meta = read_video(mp4)
+    assert frames.shape == (9, 40, 72, 3)
+    assert json.loads(meta["prompt"])["4"]["inputs"]["prompt"] == "一只红色的狐狸在雪地里奔跑"
+    assert json.loads(meta["workflow"]) == json.loads(UI.read_text())
+    assert json.loads(meta["parameters"])["6"]["steps"] == 3
+
+
+def test_validation_error_reaches_the_client(comfy, tmp_path, capsys):
+    url, _ = comfy
+    assert client.main([str(API), "--server", url, "--set", "steps=5000", "--out", str(tmp_path)]) == 1
+    assert "steps" in capsys.readouterr().err
+
+
+def test_progress_and_previews_over_websocket(comfy):
+    url, _ = comfy
+    seen = _follow(url, _small_graph("seed=11"))
+    assert seen["error"] is None and seen["history"]["status"]["status_str"] == "success"
+    assert seen["progress"] >= 3 and seen["previews"] >= 3  # one JPEG preview per sampling step
+
+
+def test_native_vae_decode_on_our_latent_and_our_sampler_on_native_latent(comfy):
+    from wan_core.video import read_video
+
+    url, base = comfy
+    graph = _small_graph("seed=5")
+    graph.update({
+        "20": {"class_type": "VAELoader", "inputs": {"vae_name": NATIVE_VAE}},
+        "21": {"class_type": "Wan22ImageToVideoLatent",
+               "inputs": {"vae": ["20", 0], "width": 64, "height": 64, "length": 5, "batch_size": 1}},
+        "22": {"class_type": "WanT2VSampler", "inputs": {**graph["6"]["inputs"], "latent": ["21", 0]}},
+        "23": {"class_type": "WanT2VDecode", "inputs": {"vae": ["3", 0], "latent": ["22", 0], "tile_size": 0}},
+        "24": {"class_type": "WanT2VSaveVideo", "inputs": {"frames": ["23", 0], "fps": 24.0, "crf": 19,
+                                                           "filename_prefix": "contract/ours_on_native"}},
+        "25": {"class_type": "VAEDecode", "inputs": {"samples": ["6", 0], "vae": ["20", 0]}},
+        "26": {"class_type": "WanT2VSaveVideo", "inputs": {"frames": ["25", 0], "fps": 24.0, "crf": 19,
+                                                           "filename_prefix": "contract/native_on_ours"}},
+    })
+    seen = _follow(url, graph)
+    assert seen["error"] is None, seen["error"]
+    ours, _ = read_video(next((base / "output" / "contract").glob("ours_on_native_*.mp4")))
+    native, _ = read_video(next((base / "output" / "contract").glob("native_on_ours_*.mp4")))
+    assert ours.shape == (5, 64, 64, 3)
+    # native VAEDecode ignores our recorded crop: it returns the padded 96x64 canvas of the 72x40 request
+    assert native.shape == (9, 64, 96, 3)
+
+
+def test_interrupt_mid_sampling_then_next_prompt_runs(comfy):
+    url, _ = comfy
+    cid = "interrupter"
+    ws = client.WebSocket(url, f"/ws?clientId={cid}", 600)
+    try:
+        pid = client.queue_prompt(url, _small_graph("steps=400", "seed=99"), cid)
+        interrupted = None
+        while interrupted is None:
+            opcode, payload = ws.recv()
+            if opcode != 1:
+                continue
+            msg = json.loads(payload)
+            data = msg.get("data", {})
+            if msg["type"] == "progress" and data.get("node") == "6" and data.get("value") == 2:
+                urllib.request.urlopen(urllib.request.Request(url + "/interrupt", data=b"{}", method="POST"))
+            if msg["type"] in ("execution_interrupted", "execution_success") and data.get("prompt_id") == pid:
+                interrupted = msg
+    finally:
+        ws.close()
+    assert interrupted["type"] == "execution_interrupted" and interrupted["data"]["node_id"] == "6"
+    seen = _follow(url, _small_graph("seed=12"))
+    assert seen["error"] is None and seen["history"]["status"]["status_str"] == "success"
