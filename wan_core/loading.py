@@ -77,7 +77,9 @@ def read_header(file) -> tuple[dict[str, dict], dict[str, str]]:
     size = file.stat().st_size
     with open(file, "rb") as f:
         head = f.read(8)
-        if head[:2] == b"PK" or head[:1] == b"\x80":
+        # a safetensors header length can start with byte 0x80 too: only call it a pickle if that length cannot fit
+        pickle_like = head[:1] == b"\x80" and (len(head) < 8 or struct.unpack("<Q", head)[0] + 8 > size)
+        if head[:2] == b"PK" or pickle_like:
             raise _pickle_error(file)
         if head[:4] == b"GGUF":
             raise CheckpointError(f"{file} is a GGUF file; this loader reads safetensors only (use ComfyUI-GGUF "
