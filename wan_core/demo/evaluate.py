@@ -101,24 +101,21 @@ def _motion_of(centres: list[tuple[int, float, float]], frames: int, short: int)
     return _DIRECTIONS[int(round(angle / 45.0)) % 8], (dx, dy)
 
 
-def _track(masks: torch.Tensor, labels: torch.Tensor | None) -> Detection:
-    """Colour vote, shape vote and motion fit of one object given its per-frame masks [T, H, W]."""
+def _track(masks: torch.Tensor, labels: torch.Tensor | None, shape_every: int = 3) -> Detection:
+    """Colour vote, shape vote (every `shape_every`-th frame) and motion fit of one object from masks [T, H, W]
+    (labels: the nearest-colour index of every True pixel of masks, in masks' order)."""
     T, H, W = masks.shape
-    ys = torch.arange(H, dtype=torch.float32)[:, None]
-    xs = torch.arange(W, dtype=torch.float32)[None, :]
-    centres, shapes = [], Counter()
-    for i in range(T):
-        m = masks[i]
-        n = m.sum().item()
-        if n < MIN_AREA * H * W:
-            continue
-        centres.append((i, (xs * m).sum().item() / n, (ys * m).sum().item() / n))
-        shape = classify_shape(m)
-        if shape:
-            shapes[shape] += 1
+    area = masks.flatten(1).sum(dim=1)  # [T]
+    ys = torch.arange(H, dtype=torch.float32)
+    xs = torch.arange(W, dtype=torch.float32)
+    cy = (masks.sum(dim=2).float() * ys).sum(dim=1) / area.clamp_min(1)  # [T]
+    cx = (masks.sum(dim=1).float() * xs).sum(dim=1) / area.clamp_min(1)  # [T]
+    keep = area >= MIN_AREA * H * W
+    centres = [(i, cx[i].item(), cy[i].item()) for i in range(T) if keep[i]]
+    shapes = Counter(s for i in range(0, T, shape_every) if keep[i] and (s := classify_shape(masks[i])))
     colour = None
-    if labels is not None and masks.any():
-        colour = _PALETTE_NAMES[torch.bincount(labels[masks], minlength=len(_PALETTE_NAMES)).argmax().item()]
+    if labels is not None and labels.numel():
+        colour = _PALETTE_NAMES[torch.bincount(labels, minlength=len(_PALETTE_NAMES)).argmax().item()]
     motion, disp = _motion_of(centres, T, min(H, W))
     shape = shapes.most_common(1)[0][0] if shapes else None
     return Detection(colour, shape, motion, disp, masks.float().mean().item())
@@ -128,13 +125,16 @@ def detect(frames: torch.Tensor, n_objects: int = 1) -> list[Detection]:
     """Detect up to n_objects objects in frames [T, H, W, 3] (0..1), largest first."""
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"frames must be [T, H, W, 3] in 0..1 (got shape {tuple(frames.shape)})")
+    frames = frames.float()
     fg = foreground(frames)
-    labels = colour_labels(frames)
+    labels = colour_labels(frames[fg][None, None])[0, 0]  # [N] nearest colour of each foreground pixel
     if n_objects == 1:
         return [_track(fg, labels)]
-    counts = torch.bincount(labels[fg], minlength=len(_PALETTE_NAMES))
+    full = torch.full(fg.shape, -1, dtype=torch.long)
+    full[fg] = labels
+    counts = torch.bincount(labels, minlength=len(_PALETTE_NAMES))
     order = [k for k in counts.argsort(descending=True).tolist() if counts[k] >= MIN_AREA * fg[0].numel()]
-    return [_track(fg & (labels == k), labels) for k in order[:n_objects]]
+    return [_track(full == k, labels[labels == k]) for k in order[:n_objects]]
 
 
 def temporal_metrics(frames: torch.Tensor) -> dict[str, float]:

@@ -1,0 +1,116 @@
+"""Training smoke tests for the demo model: each stage's loss goes down on a tiny fixed batch; files round-trip."""
+import random
+from dataclasses import replace
+
+import pytest
+import torch
+
+from wan_core.config import WanConfig
+from wan_core.demo.captions import caption
+from wan_core.demo.compact_text import compact_text
+from wan_core.demo.export import save_dit, save_text_encoder, save_vae
+from wan_core.demo.train import (TrainConfig, _vae_batch, build_text_encoder, encode_text_train, flow_loss,
+                                 train_demo_tokenizer, vae_losses)
+from wan_core.demo.world import sample_scene
+from wan_core.integrity import read_sidecar, sha256_file
+from wan_core.loading import load_dit, load_text_encoder, load_vae
+from wan_core.model import WanTransformer
+from wan_core.tokenizer import UNK_ID, SpieceTokenizer, tokenizer_to_tensor
+from wan_core.vae import WanVAE
+
+CFG = TrainConfig.smoke()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Training runs single-threaded (OpenMP barriers stall on a busy 2-core machine); so do these tests."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return train_demo_tokenizer(CFG)
+
+
+def _steps(params, loss_fn, n=8, lr=3e-3):
+    opt = torch.optim.Adam(params, lr=lr)
+    first = loss_fn().item()
+    for _ in range(n):
+        opt.zero_grad()
+        loss_fn().backward()
+        opt.step()
+    return first, loss_fn().item()
+
+
+def test_tokenizer_covers_both_languages(tokenizer):
+    again = SpieceTokenizer.from_tensor(tokenizer_to_tensor(tokenizer.model_bytes))
+    for lang in ("en", "zh"):
+        text = caption(sample_scene(3), lang)
+        ids, mask = again([text])
+        assert UNK_ID not in ids[0, : int(mask.sum())].tolist(), text
+        assert torch.equal(ids, tokenizer([text])[0])
+
+
+def test_vae_steps_reduce_the_loss():
+    torch.manual_seed(0)
+    vae = WanVAE(CFG.vae)
+    cfg = replace(CFG, vae_frames=5, vae_batch=1)
+    video = _vae_batch(cfg, random.Random(0))  # [1, 3, 5, 32, 32]
+
+    def loss():
+        return vae_losses(vae, video, cfg, torch.Generator().manual_seed(0))["loss"]
+    before, after = _steps(vae.parameters(), loss)
+    assert after < 0.9 * before
+
+
+def test_dit_and_text_encoder_steps_reduce_the_flow_loss(tokenizer):
+    torch.manual_seed(0)
+    dit = WanTransformer(CFG.dit)
+    text = build_text_encoder(CFG.t5, tokenizer.vocab_size)
+    x0 = torch.randn(2, 48, 2, 4, 4)
+    prompts = ["a red circle moving left on a blue background", "蓝色背景上，一个红色的圆形向左移动"]
+
+    def loss():
+        return flow_loss(dit, text, tokenizer, x0, prompts, CFG, torch.Generator().manual_seed(0))
+    before, after = _steps(list(dit.parameters()) + list(text.parameters()), loss)
+    assert after < 0.9 * before
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in text.parameters())  # text gets trained too
+
+
+def test_compact_text_matches_full_padding():
+    torch.manual_seed(0)
+    dit = WanTransformer(WanConfig(dim=128, ffn_dim=64, num_heads=1, num_layers=2, in_dim=48, out_dim=48, text_dim=16))
+    x, t, context = torch.randn(2, 48, 2, 4, 4), torch.tensor([900.0, 50.0]), torch.randn(2, 6, 16)
+    context[1, 4:] = 0  # a shorter prompt in the batch
+    ref = dit(x, t, context)
+    with compact_text(dit, context.shape[1]):
+        fast = dit(x, t, context)
+    assert torch.allclose(fast, ref, atol=1e-5, rtol=1e-5)
+    assert torch.equal(dit(x, t, context), ref)  # patch removed afterwards
+
+
+def test_saved_files_load_through_the_normal_loaders(tmp_path, tokenizer):
+    torch.manual_seed(0)
+    dit, vae = WanTransformer(CFG.dit), WanVAE(CFG.vae)
+    text = build_text_encoder(CFG.t5, tokenizer.vocab_size)
+    paths = {"dit": tmp_path / "dit.safetensors", "vae": tmp_path / "vae.safetensors", "te": tmp_path / "te.safetensors"}
+    save_dit(dit, paths["dit"])
+    save_vae(vae, paths["vae"])
+    save_text_encoder(text, tokenizer, paths["te"])
+    for p in paths.values():
+        side = p.with_name(p.name + ".sha256").read_text()
+        assert side == f"{sha256_file(p, progress=False)}  {p.name}\n" and read_sidecar(p)
+    loaded = load_dit(paths["dit"])
+    assert loaded.cfg == dit.cfg and all(torch.equal(v, loaded.state_dict()[k]) for k, v in dit.state_dict().items())
+    assert load_vae(paths["vae"]).cfg == vae.cfg
+    te = load_text_encoder(paths["te"], dtype=torch.float32)
+    prompts = ["a green square moving up on a gray background"]
+    want = encode_text_train(text.eval(), tokenizer, prompts)
+    got = te.encode(prompts)[0]
+    assert torch.allclose(got, want[0, : got.shape[0]], atol=1e-5)
+    paths["dit"].write_bytes(paths["dit"].read_bytes()[:-1] + b"\0")  # damage -> the sidecar check fails
+    with pytest.raises(Exception, match="(?i)sha256|hash|mismatch"):
+        load_dit(paths["dit"])

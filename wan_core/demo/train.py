@@ -1,0 +1,365 @@
+"""Train the embedded demo model from scratch on the synthetic world (seeded; CPU; only wan_core's own classes).
+
+    python -m wan_core.demo.train --out models --budget-minutes 80
+
+Stages (each resumable from the files of the previous one in --out):
+1. tokenizer: sentencepiece (unigram, character_coverage 1.0) on EN+ZH captions, stored as `spiece_model`.
+2. vae: a tiny Wan2.2-family VAE (z_dim 48) on 5-frame crops: L1 + MSE (objects weighted up) + a moment term that
+   pulls the per-channel statistics of normalise(mu) to mean 0 / std 1, i.e. the raw latents to the official Wan2.2
+   latent mean/std, so the standard `wan_core.latent_format` normalisation applies unchanged.
+3. dit: encode N clips once (latent cache), then the DiT and a tiny umT5 encoder jointly with flow matching:
+   x_s = (1 - s) x0 + s noise, target v = noise - x0, s = shift_sigma(u, shift), u ~ U(0, 1), t = trunc(1000 s),
+   exactly the sigma/timestep convention of inference. Captions drop to "" or the default negative prompt (CFG).
+Step counts are fixed by the config; --budget-minutes only caps them (the steps done are written into each file's
+metadata, and passing them back as --vae-steps/--dit-steps reproduces the run bit for bit on the same machine).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+
+from ..config import WanConfig
+from ..latent_format import WAN22_MEAN, WAN22_STD, normalize_latents
+from ..model import WanTransformer
+from ..prompts import DEFAULT_NEGATIVE_PROMPT, clean_prompt
+from ..schedules import shift_sigma, sigma_to_timestep
+from ..tokenizer import SpieceTokenizer, train_tokenizer
+from ..vae import VAEConfig, WanVAE
+from .captions import LANGS, caption, corpus
+from .compact_text import compact_text
+from .evaluate import foreground
+from .export import MODEL_FILES, load_stage, save_dit, save_text_encoder, save_vae
+from .world import SIZES, render, sample_scene
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class T5Spec:
+    """Tiny umT5 encoder (transformers UMT5Config fields)."""
+
+    d_model: int = 128
+    d_kv: int = 32
+    num_heads: int = 4
+    d_ff: int = 256
+    num_layers: int = 2
+    buckets: int = 32
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines the trained weights (with the seed)."""
+
+    seed: int = 0
+    vocab_size: int = 600
+    tokenizer_sentences: int = 6000
+    vae: VAEConfig = VAEConfig(base_dim=8, decoder_base_dim=12, z_dim=48, dim_mult=(1, 2, 2), num_res_blocks=1,
+                               temporal_downsample=(True, True), patch_size=4)
+    vae_steps: int = 2000
+    vae_batch: int = 2
+    vae_frames: int = 9  # 1 + 4 + 4: the first chunk, and cached chunks that follow a full chunk
+    vae_crop: int = 64  # pixels; random crops near an object (the networks are convolutional)
+    vae_lr: float = 3e-3
+    vae_latent_noise: float = 0.1  # decoder sees mu + this * latent_std * N(0, 1)
+    vae_moment_weight: float = 0.1
+    t5: T5Spec = T5Spec()
+    dit: WanConfig = WanConfig(dim=128, ffn_dim=512, num_heads=1, num_layers=4, in_dim=48, out_dim=48, text_dim=128)
+    clips: int = 800  # latent cache size
+    dit_steps: int = 1500
+    dit_batch: int = 8
+    dit_lr: float = 1e-3
+    shift: float = 3.0  # training sigma shift (also the demo's sampling shift)
+    drop_caption: float = 0.1  # probability of "" / the default negative prompt (the CFG branch)
+    warmup: int = 50
+
+    @classmethod
+    def smoke(cls) -> "TrainConfig":
+        """A few seconds per stage, for tests."""
+        return cls(vocab_size=300, tokenizer_sentences=800, vae_steps=4, vae_crop=32, clips=4, dit_steps=4,
+                   dit_batch=2, vae=replace(cls.vae, base_dim=8, decoder_base_dim=8),
+                   t5=T5Spec(d_model=32, d_kv=16, num_heads=2, d_ff=64, num_layers=1),
+                   dit=WanConfig(dim=128, ffn_dim=128, num_heads=1, num_layers=1, in_dim=48, out_dim=48, text_dim=32))
+
+
+def _lr(step: int, total: int, warmup: int) -> float:
+    """Linear warmup then cosine decay to 10%."""
+    if step < warmup:
+        return (step + 1) / warmup
+    p = (step - warmup) / max(1, total - warmup)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, p)))
+
+
+class _Clock:
+    """Stops a stage at its step count or its time cap, whichever comes first."""
+
+    def __init__(self, steps: int, minutes: float | None, name: str):
+        self.steps, self.cap, self.name, self.t0 = steps, (minutes or 0) * 60 or None, name, time.perf_counter()
+
+    def done(self, step: int) -> bool:
+        if step >= self.steps:
+            return True
+        if self.cap is not None and time.perf_counter() - self.t0 > self.cap:
+            log.warning("%s: time cap reached after %d of %d steps", self.name, step, self.steps)
+            return True
+        return False
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+
+# --- tokenizer ----------------------------------------------------------------------------------------------------------
+def train_demo_tokenizer(cfg: TrainConfig) -> SpieceTokenizer:
+    """Sentencepiece on cleaned EN+ZH captions (+ the default negative prompt, so its characters are known)."""
+    sentences = [clean_prompt(c) for c in corpus(cfg.tokenizer_sentences, seed=cfg.seed)]
+    sentences += [clean_prompt(DEFAULT_NEGATIVE_PROMPT)] * 20
+    return SpieceTokenizer.from_bytes(train_tokenizer(sentences, vocab_size=cfg.vocab_size, input_sentence_size=0,
+                                                      shuffle_input_sentence=False, num_threads=1))
+
+
+# --- VAE ----------------------------------------------------------------------------------------------------------------
+def _vae_batch(cfg: TrainConfig, rng: random.Random) -> torch.Tensor:
+    """[B, 3, vae_frames, crop, crop] in -1..1: random windows of training clips, cropped around an object."""
+    out = []
+    for _ in range(cfg.vae_batch):
+        scene = sample_scene(rng.randrange(1 << 30))
+        frames = render(scene)  # [T, H, W, 3]
+        t0 = rng.randrange(scene.frames - cfg.vae_frames + 1)
+        clip = frames[t0:t0 + cfg.vae_frames]
+        c = cfg.vae_crop
+        o = scene.objects[rng.randrange(len(scene.objects))]
+        cx = o.x * scene.width + rng.uniform(-0.6, 0.6) * c
+        cy = o.y * scene.height + rng.uniform(-0.6, 0.6) * c
+        x0 = int(min(max(cx - c / 2, 0), scene.width - c))
+        y0 = int(min(max(cy - c / 2, 0), scene.height - c))
+        out.append(clip[:, y0:y0 + c, x0:x0 + c])
+    video = torch.stack(out)  # [B, T, c, c, 3]
+    return rearrange(video, "b t h w c -> b c t h w") * 2 - 1
+
+
+def _latent_stats(like: torch.Tensor):
+    shape = (1, len(WAN22_MEAN), 1, 1, 1)
+    return (torch.tensor(WAN22_MEAN).view(shape).to(like), torch.tensor(WAN22_STD).view(shape).to(like))
+
+
+def vae_encode_train(vae: WanVAE, video: torch.Tensor) -> torch.Tensor:
+    """`WanVAE.encode` with autograd: [B, 3, 1 + 4k, H, W] in -1..1 -> raw mu [B, z, 1 + k, H/16, W/16]."""
+    p, st = vae.cfg.patch_size, vae.cfg.stride[0]
+    x = rearrange(video, "b c f (h q) (w r) -> b (c r q) f h w", q=p, r=p)
+    cache: dict = {}
+    mus = [vae.conv1(vae.encoder(x[:, :, :1] if s == 0 else x[:, :, s - st + 1:s + 1], cache))[:, :vae.cfg.z_dim]
+           for s in range(0, x.shape[2], st)]
+    return torch.cat(mus, dim=2)
+
+
+def vae_decode_train(vae: WanVAE, z: torch.Tensor) -> torch.Tensor:
+    """`WanVAE.decode` with autograd (no clamp): raw z [B, z, T', h, w] -> [B, 3, 1 + 4 (T' - 1), 16 h, 16 w]."""
+    p = vae.cfg.patch_size
+    cache: dict = {}
+    ys = [vae.decoder(vae.conv2(z[:, :, i:i + 1]), cache, first=i == 0) for i in range(z.shape[2])]
+    return rearrange(torch.cat(ys, dim=2), "b (c r q) f h w -> b c f (h q) (w r)", q=p, r=p)
+
+
+def vae_losses(vae: WanVAE, video: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """Reconstruction (objects weighted x5) + moment matching of normalise(mu) to N(0, 1) per channel."""
+    mu = vae_encode_train(vae, video)
+    mean, std = _latent_stats(mu)
+    z = mu + cfg.vae_latent_noise * std * torch.randn(mu.shape, generator=gen).to(mu)
+    rec = vae_decode_train(vae, z)
+    frames = rearrange(video, "b c t h w -> (b t) h w c")
+    weight = 1 + 4 * rearrange(foreground((frames + 1) / 2), "(b t) h w -> b 1 t h w", b=video.shape[0]).float()
+    err = rec - video
+    recon = (weight * (err.abs() + err.pow(2))).mean() / weight.mean()
+    n = (mu - mean) / std  # model-space latent [B, z, T', h, w]
+    m = n.mean(dim=(0, 2, 3, 4))
+    s = n.std(dim=(0, 2, 3, 4))
+    moment = m.pow(2).mean() + (s - 1).pow(2).mean()
+    return {"loss": recon + cfg.vae_moment_weight * moment, "recon": recon, "moment": moment}
+
+
+def train_vae(cfg: TrainConfig, minutes: float | None = None) -> tuple[WanVAE, dict]:
+    torch.manual_seed(cfg.seed)
+    vae = WanVAE(cfg.vae).train()
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, betas=(0.9, 0.99), weight_decay=0.0)
+    rng, gen = random.Random(f"vae:{cfg.seed}"), torch.Generator().manual_seed(cfg.seed)
+    clock, step, history = _Clock(cfg.vae_steps, minutes, "vae"), 0, []
+    while not clock.done(step):
+        for g in opt.param_groups:
+            g["lr"] = cfg.vae_lr * _lr(step, cfg.vae_steps, cfg.warmup)
+        losses = vae_losses(vae, _vae_batch(cfg, rng), cfg, gen)
+        opt.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        history.append({k: round(v.item(), 5) for k, v in losses.items()})
+        if step % 10 == 0:
+            log.info("vae step %d  %s  %.0f s", step, history[-1], clock.elapsed)
+        step += 1
+    return vae.eval(), {"steps": step, "seconds": round(clock.elapsed, 1), "last": history[-20:]}
+
+
+# --- DiT + text encoder -------------------------------------------------------------------------------------------------
+def build_text_encoder(spec: T5Spec, vocab: int):
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    t5 = UMT5Config(vocab_size=vocab, d_model=spec.d_model, d_kv=spec.d_kv, d_ff=spec.d_ff, num_layers=spec.num_layers,
+                    num_heads=spec.num_heads, relative_attention_num_buckets=spec.buckets,
+                    relative_attention_max_distance=128, layer_norm_epsilon=1e-6, feed_forward_proj="gated-gelu",
+                    dropout_rate=0.0, is_encoder_decoder=False, use_cache=False)
+    t5._attn_implementation = "eager"  # as WanTextEncoder loads it
+    return UMT5EncoderModel(t5)
+
+
+def encode_text_train(model, tokenizer: SpieceTokenizer, prompts: list[str]) -> torch.Tensor:
+    """What `pad_context(WanTextEncoder.encode(prompts))` computes, with autograd: [B, max L_i, d_model], rows past
+    each prompt's true length (incl. EOS) are zero."""
+    ids, mask = tokenizer([clean_prompt(p) for p in prompts], max_length=512)  # [B, L] each
+    hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state  # [B, L, D]
+    return hidden * mask[..., None].to(hidden.dtype)
+
+
+@torch.no_grad()
+def cache_latents(vae: WanVAE, cfg: TrainConfig, minutes: float | None = None, batch: int = 8) -> dict[str, list]:
+    """Encode cfg.clips training clips once (batched per aspect) -> {aspect: [(normalised latent [C, T', h, w], scene)]}."""
+    pools: dict[str, list] = {a: [] for a in SIZES}
+    waiting: dict[str, list] = {a: [] for a in SIZES}
+    t0 = time.perf_counter()
+
+    def flush(aspect: str) -> None:
+        scenes = waiting[aspect]
+        video = torch.stack([render(sc) for sc in scenes])  # [B, T, H, W, 3]
+        z = normalize_latents(vae.encode(rearrange(video, "b t h w c -> b c t h w") * 2 - 1))
+        pools[aspect].extend(zip(z, scenes))
+        waiting[aspect] = []
+
+    for i in range(cfg.clips):
+        scene = sample_scene(cfg.seed * 7_919 + i + 1_000_000)
+        aspect = next(a for a, wh in SIZES.items() if wh == (scene.width, scene.height))
+        waiting[aspect].append(scene)
+        if len(waiting[aspect]) == batch:
+            flush(aspect)
+            done = sum(len(p) for p in pools.values())
+            log.info("cached %d latents, %.0f s", done, time.perf_counter() - t0)
+            if minutes and time.perf_counter() - t0 > minutes * 60:
+                log.warning("latent cache: time cap reached after %d of %d clips", done, cfg.clips)
+                break
+    for aspect in SIZES:
+        if waiting[aspect]:
+            flush(aspect)
+    return pools
+
+
+def _prompt(scene, rng: random.Random, cfg: TrainConfig) -> str:
+    r = rng.random()
+    if r < cfg.drop_caption / 2:
+        return ""
+    if r < cfg.drop_caption:
+        return DEFAULT_NEGATIVE_PROMPT
+    return caption(scene, rng.choice(LANGS), variant=rng.randrange(1 << 20))
+
+
+def flow_loss(dit: WanTransformer, text_model, tokenizer, x0: torch.Tensor, prompts: list[str], cfg: TrainConfig,
+              gen: torch.Generator) -> torch.Tensor:
+    """Flow-matching MSE on a batch of normalised latents x0 [B, C, T', h, w]."""
+    b = x0.shape[0]
+    u = torch.rand(b, generator=gen)
+    s = shift_sigma(u, cfg.shift).clamp(0.0, 0.999)  # [B] sigma, the inference distribution of timesteps
+    noise = torch.randn(x0.shape, generator=gen)
+    sb = s.view(b, 1, 1, 1, 1)
+    xs = (1 - sb) * x0 + sb * noise
+    context = encode_text_train(text_model, tokenizer, prompts)
+    with compact_text(dit, context.shape[1]):
+        v = dit(xs, sigma_to_timestep(s), context)
+    return F.mse_loss(v, noise - x0)
+
+
+def train_dit(cfg: TrainConfig, pools: dict, tokenizer: SpieceTokenizer, minutes: float | None = None):
+    torch.manual_seed(cfg.seed + 1)
+    dit = WanTransformer(cfg.dit).train()
+    text_model = build_text_encoder(cfg.t5, tokenizer.vocab_size).train()
+    params = list(dit.parameters()) + list(text_model.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.dit_lr, betas=(0.9, 0.99), weight_decay=0.01)
+    rng, gen = random.Random(f"dit:{cfg.seed}"), torch.Generator().manual_seed(cfg.seed + 1)
+    aspects = [a for a in sorted(pools) if pools[a]]
+    clock, step, history = _Clock(cfg.dit_steps, minutes, "dit"), 0, []
+    while not clock.done(step):
+        for g in opt.param_groups:
+            g["lr"] = cfg.dit_lr * _lr(step, cfg.dit_steps, cfg.warmup)
+        pool = pools[aspects[step % len(aspects)]]
+        items = [pool[rng.randrange(len(pool))] for _ in range(cfg.dit_batch)]
+        x0 = torch.stack([z for z, _ in items])  # [B, C, T', h, w]
+        loss = flow_loss(dit, text_model, tokenizer, x0, [_prompt(sc, rng, cfg) for _, sc in items], cfg, gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        history.append(round(loss.item(), 5))
+        if step % 25 == 0:
+            log.info("dit step %d  loss %.4f (mean of last 25: %.4f)  %.0f s", step, history[-1],
+                     sum(history[-25:]) / len(history[-25:]), clock.elapsed)
+        step += 1
+    return dit.eval(), text_model.eval(), {"steps": step, "seconds": round(clock.elapsed, 1), "last": history[-50:]}
+
+
+# --- command line -------------------------------------------------------------------------------------------------------
+def run(out: Path, cfg: TrainConfig, *, stages=("vae", "dit"), budget_minutes: float | None = None,
+        dtype: torch.dtype | None = None, threads: int = 1) -> dict:
+    """Run the stages into `out` (ComfyUI layout: diffusion_models/, text_encoders/, vae/); returns a summary."""
+    torch.set_num_threads(max(1, min(2, threads)))  # OpenMP barriers stall when other jobs hold the cores
+    out = Path(out)
+    summary: dict = {"config": json.loads(json.dumps(asdict(cfg), default=str))}
+    vae_share = 0.3 if "vae" in stages and "dit" in stages else 1.0
+    if "vae" in stages:
+        vae, info = train_vae(cfg, budget_minutes and budget_minutes * vae_share)
+        summary["vae"] = info
+        save_vae(vae, out / MODEL_FILES["vae"], dtype=dtype, metadata={"training": json.dumps(info)})
+    if "dit" in stages:
+        vae = load_stage(out / MODEL_FILES["vae"])
+        t0 = time.perf_counter()
+        rest = budget_minutes and budget_minutes * (1 - vae_share if "vae" in stages else 1.0)
+        tokenizer = train_demo_tokenizer(cfg)
+        pools = cache_latents(vae, cfg, rest and rest * 0.15)
+        summary["latents"] = {"clips": sum(len(p) for p in pools.values()), "seconds": round(time.perf_counter() - t0)}
+        dit_minutes = rest and rest - (time.perf_counter() - t0) / 60
+        dit, text_model, info = train_dit(cfg, pools, tokenizer, dit_minutes)
+        summary["dit"] = info
+        meta = {"training": json.dumps({k: summary[k] for k in ("latents", "dit")})}
+        save_dit(dit, out / MODEL_FILES["dit"], dtype=dtype, metadata=meta)
+        save_text_encoder(text_model, tokenizer, out / MODEL_FILES["text_encoder"], dtype=dtype, metadata=meta)
+    return summary
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m wan_core.demo.train", description=__doc__.splitlines()[0])
+    ap.add_argument("--out", required=True, type=Path, help="pack models/ folder (or any folder) to write into")
+    ap.add_argument("--budget-minutes", type=float, default=None, help="wall-time cap for all stages (<= 90)")
+    ap.add_argument("--stage", choices=("all", "vae", "dit"), default="all")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--vae-steps", type=int, default=None)
+    ap.add_argument("--dit-steps", type=int, default=None)
+    ap.add_argument("--smoke", action="store_true", help="tiny config, seconds per stage")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads; 1 is several times faster than 2 when the machine is busy")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    cfg = TrainConfig.smoke() if args.smoke else TrainConfig()
+    cfg = replace(cfg, seed=args.seed, **{k: v for k, v in (("vae_steps", args.vae_steps),
+                                                              ("dit_steps", args.dit_steps)) if v is not None})
+    stages = ("vae", "dit") if args.stage == "all" else (args.stage,)
+    summary = run(args.out, cfg, stages=stages, budget_minutes=args.budget_minutes, threads=args.threads)
+    log.info("summary: %s", json.dumps({k: v for k, v in summary.items() if k != "config"}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
