@@ -51,3 +51,22 @@ def test_module_entry_point_help():
     out = subprocess.run([sys.executable, "-m", "wan_core", "generate", "--help"], cwd=ROOT, capture_output=True,
                          text=True, check=True)
     assert "--model-dir" in out.stdout and "--sampler" in out.stdout
+
+
+def test_generate_with_temporal_options_and_interpolation(model_dir, tmp_path):
+    out = tmp_path / "t.mp4"
+    code = main(["generate", "a green square moving up", "-o", str(out), "--model-dir", str(model_dir), "--width", "64",
+                 "--height", "64", "--frames", "9", "--steps", "3", "--fps", "12", "--device", "cpu",
+                 "--temporal", "flow=0.4,enhance=2", "--interpolate", "2"])
+    assert code == 0
+    frames, meta = read_video(out)
+    assert frames.shape[0] == 17  # (9 - 1) * 2 + 1
+    params = json.loads(meta["wan_t2v_parameters"])
+    assert params["fps"] == 24 and params["interpolate"] == 2 and "flow_strength=0.4" in params["temporal"]
+
+
+def test_generate_bad_temporal_spec_is_refused(model_dir, tmp_path, capsys):
+    code = main(["generate", "x", "-o", str(tmp_path / "x.mp4"), "--model-dir", str(model_dir), "--width", "64",
+                 "--height", "64", "--frames", "5", "--steps", "1", "--temporal", "wobble=1"])
+    assert code == 2
+    assert "unknown temporal option 'wobble'" in capsys.readouterr().err

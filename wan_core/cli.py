@@ -42,6 +42,11 @@ def _add_generate(sub):
     p.add_argument("--tokenizer", help="tokenizer folder (when the text encoder file has no embedded spiece_model)")
     p.add_argument("--no-verify", action="store_true", help="skip SHA256 checks against .sha256 sidecars")
     p.add_argument("--crf", type=int, default=18, help="H.264 quality, 0..51 (default 18)")
+    p.add_argument("--temporal", default=None, metavar="SPEC",
+                   help='temporal-consistency sampling: a preset (off, on, flow, enhance) and/or key=value pairs, '
+                        'e.g. "on" or "flow=0.4,enhance=2" (default: off)')
+    p.add_argument("--interpolate", type=int, default=1, choices=[1, 2, 3, 4],
+                   help="optical-flow frame interpolation multiplier; the fps is multiplied too (default 1: off)")
     p.set_defaults(func=cmd_generate)
 
 
@@ -78,15 +83,25 @@ def cmd_generate(args) -> int:
                     guidance_scale=value("cfg", "guidance_scale"), shift=value("shift", "shift"),
                     sampler=value("sampler", "sampler"), schedule=args.schedule, seed=args.seed)
     fps = value("fps", "fps")
+    temporal = None
+    if args.temporal:
+        from .temporal.options import TemporalOptions
+
+        temporal = TemporalOptions.parse(args.temporal)
     validate_request(settings["width"], settings["height"], settings["num_frames"])  # fail before loading models
     dtype = {None: None, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
     pipe = WanT2VPipeline.from_pretrained(args.model_dir, dit=args.dit, vae=args.vae, text_encoder=args.text_encoder,
                                           tokenizer=args.tokenizer, device=pick_device(args.device), dtype=dtype,
                                           offload=args.offload, verify=not args.no_verify)
     bar = tqdm(total=settings["num_inference_steps"], desc="sampling", unit="step", disable=None)
-    frames = pipe(args.prompt, args.negative_prompt, callback=lambda d: bar.update(1), **settings)
+    frames = pipe(args.prompt, args.negative_prompt, callback=lambda d: bar.update(1), temporal=temporal, **settings)
     bar.close()
-    params = dict(prompt=args.prompt, negative_prompt=args.negative_prompt, fps=fps, model="demo" if use_demo else
+    if args.interpolate > 1:
+        from .temporal.interpolate import interpolate_frames
+
+        frames, fps = interpolate_frames(frames, args.interpolate), fps * args.interpolate
+    params = dict(prompt=args.prompt, negative_prompt=args.negative_prompt, fps=fps, interpolate=args.interpolate,
+                  temporal=temporal.describe() if temporal else "off", model="demo" if use_demo else
                   {k: getattr(args, k) for k in ("model_dir", "dit", "vae", "text_encoder")}, **settings)
     out = write_mp4(frames, args.output, fps=fps, crf=args.crf,
                     metadata={"comment": "made with wan_core", "wan_t2v_parameters": json.dumps(params, ensure_ascii=False)})

@@ -173,14 +173,20 @@ class WanT2VPipeline:
                  guidance_scale: float = SamplingConfig.guidance_scale, shift: float = SamplingConfig.shift,
                  seed: int = 0, sampler: str = SamplingConfig.sampler, schedule: str = SamplingConfig.schedule,
                  callback: Callable | None = None, output_type: str = "pt", decode_tile=None,
-                 model_wrappers: Sequence[ModelWrapper] = (), hooks=None):
+                 model_wrappers: Sequence[ModelWrapper] = (), hooks=None, temporal=None):
         """Generate video(s): frames [T, H, W, 3] float in 0..1 for one prompt, [B, T, H, W, 3] for a list.
 
         output_type: "pt" (frames), "latent" (raw VAE latents [B, 48, T', H/16, W/16]).
+        temporal: a wan_core.temporal.TemporalOptions (flow-guided x0 smoothing, Enhance-A-Video gain); None = off.
         """
         if output_type not in ("pt", "latent"):
             raise ValueError(f"output_type must be 'pt' or 'latent' (got {output_type!r})")
         validate_request(width, height, num_frames, WAN22_VAE, tuple(self.dit.cfg.patch_size))
+        if temporal is not None:
+            from .temporal.options import build, combine_hooks
+
+            extra_wrappers, extra_hooks = build(temporal)
+            model_wrappers, hooks = (*extra_wrappers, *model_wrappers), combine_hooks(extra_hooks, hooks)
         context, neg = self.encode_prompt(prompt, negative_prompt)
         batch = context.shape[0]
         device = self.device if self.device is not None else next(self.dit.parameters()).device
