@@ -1,6 +1,7 @@
 """Latent init node ("aspect tokens"): aspect preset x size tier or exact size, frames or seconds x fps, batch."""
 from __future__ import annotations
 
+import copy
 import logging
 
 from wan_core.geometry import MAX_FRAMES, MAX_SIDE
@@ -14,6 +15,24 @@ SIZES = (*TIERS, "custom")
 
 def _frames(length_unit: str, frames: int, seconds: float, fps: float) -> int:
     return frames if length_unit == "frames" else frames_from_seconds(seconds, fps)
+
+
+_INPUTS = {"required": {
+    "aspect": (list(ASPECTS), {"default": "16:9", "tooltip": "Aspect ratio preset (ignored when size is custom)."}),
+    "size": (list(SIZES), {"default": "720p", "tooltip": "720p = 1280x704 at 16:9 (official), 480p = 832x480; "
+                           "custom uses width and height."}),
+    "width": ("INT", {"default": 1280, "min": 16, "max": MAX_SIDE, "step": 1, "tooltip": "Custom width in pixels."}),
+    "height": ("INT", {"default": 704, "min": 16, "max": MAX_SIDE, "step": 1, "tooltip": "Custom height in pixels."}),
+    "length_unit": (["frames", "seconds"], {"default": "frames", "tooltip": "Give the length as frames or "
+                                                                           "as seconds x fps."}),
+    "frames": ("INT", {"default": 121, "min": 1, "max": MAX_FRAMES, "step": 4, "tooltip": "Frame count "
+                       "(4k+1; others snap to the nearest)."}),
+    "seconds": ("FLOAT", {"default": 5.0, "min": 0.05, "max": 60.0, "step": 0.05, "tooltip": "Duration when "
+                          "length_unit is seconds."}),
+    "fps": ("FLOAT", {"default": 24.0, "min": 1.0, "max": 120.0, "step": 1.0, "tooltip": "Frames per second "
+                      "used to turn seconds into frames (TI2V-5B is trained at 24)."}),
+    "batch_size": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": "Videos generated at once."}),
+}}
 
 
 class WanT2VLatentInit:
@@ -30,22 +49,7 @@ class WanT2VLatentInit:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "aspect": (list(ASPECTS), {"default": "16:9", "tooltip": "Aspect ratio preset (ignored when size is custom)."}),
-            "size": (list(SIZES), {"default": "720p", "tooltip": "720p = 1280x704 at 16:9 (official), 480p = 832x480; "
-                                   "custom uses width and height."}),
-            "width": ("INT", {"default": 1280, "min": 16, "max": MAX_SIDE, "step": 1, "tooltip": "Custom width in pixels."}),
-            "height": ("INT", {"default": 704, "min": 16, "max": MAX_SIDE, "step": 1, "tooltip": "Custom height in pixels."}),
-            "length_unit": (["frames", "seconds"], {"default": "frames", "tooltip": "Give the length as frames or "
-                                                                                   "as seconds x fps."}),
-            "frames": ("INT", {"default": 121, "min": 1, "max": MAX_FRAMES, "step": 4, "tooltip": "Frame count "
-                               "(4k+1; others snap to the nearest)."}),
-            "seconds": ("FLOAT", {"default": 5.0, "min": 0.05, "max": 60.0, "step": 0.05, "tooltip": "Duration when "
-                                  "length_unit is seconds."}),
-            "fps": ("FLOAT", {"default": 24.0, "min": 1.0, "max": 120.0, "step": 1.0, "tooltip": "Frames per second "
-                              "used to turn seconds into frames (TI2V-5B is trained at 24)."}),
-            "batch_size": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": "Videos generated at once."}),
-        }}
+        return copy.deepcopy(_INPUTS)  # callers may edit what they get
 
     @classmethod
     def VALIDATE_INPUTS(cls, length_unit="frames", seconds=5.0, fps=24.0):

@@ -5,6 +5,7 @@ socket: model-function wrappers `(model_fn, sigmas) -> model_fn` and DiT hooks, 
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -31,6 +32,27 @@ class SamplerOptions:
         return SamplerOptions(self.model_wrappers + (wrapper,), self.hooks)
 
 
+_INPUTS = {"required": {
+    "model": ("WANT2V_DIT", {"tooltip": "From the WanT2V model loader."}),
+    "positive": ("CONDITIONING", {"tooltip": "Prompt embedding (WanT2V Text Encode or native CLIPTextEncode)."}),
+    "negative": ("CONDITIONING", {"tooltip": "Negative prompt embedding (unused when cfg is 1)."}),
+    "latent": ("LATENT", {"tooltip": "From WanT2V Latent Init (or a native Wan2.2 48-channel latent)."}),
+    "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
+                     "tooltip": "Noise seed; drawn on the CPU so a seed gives the same video on any device."}),
+    "steps": ("INT", {"default": 50, "min": 1, "max": 1000, "tooltip": "Sampling steps (official 50)."}),
+    "cfg": ("FLOAT", {"default": 5.0, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01,
+                      "tooltip": "Guidance scale (official 5.0; 1.0 turns guidance off and halves the cost)."}),
+    "shift": ("FLOAT", {"default": 5.0, "min": 0.1, "max": 50.0, "step": 0.1, "round": 0.01,
+                        "tooltip": "Schedule shift; higher spends more steps at high noise (official 5.0)."}),
+    "sampler": (list(SAMPLERS), {"default": "unipc", "tooltip": "unipc (official), euler or dpm++2m."}),
+    "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                          "tooltip": "1.0 = from pure noise; lower keeps part of the input latent (video to video)."}),
+}, "optional": {
+    "options": (OPTIONS_TYPE, {"tooltip": "Extra sampler features from WanT2V option nodes."}),
+    "temporal": ("WANT2V_TEMPORAL", {"tooltip": "Temporal-consistency options (WanT2V Temporal Settings)."}),
+}}
+
+
 class WanT2VSampler:
     DESCRIPTION = ("Generates the video latent: flow matching with classifier-free guidance (official defaults: "
                    "UniPC, 50 steps, cfg 5, shift 5; 20-30 steps is a faster preset). Accepts native LATENT and "
@@ -43,25 +65,7 @@ class WanT2VSampler:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "model": ("WANT2V_DIT", {"tooltip": "From the WanT2V model loader."}),
-            "positive": ("CONDITIONING", {"tooltip": "Prompt embedding (WanT2V Text Encode or native CLIPTextEncode)."}),
-            "negative": ("CONDITIONING", {"tooltip": "Negative prompt embedding (unused when cfg is 1)."}),
-            "latent": ("LATENT", {"tooltip": "From WanT2V Latent Init (or a native Wan2.2 48-channel latent)."}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
-                             "tooltip": "Noise seed; drawn on the CPU so a seed gives the same video on any device."}),
-            "steps": ("INT", {"default": 50, "min": 1, "max": 1000, "tooltip": "Sampling steps (official 50)."}),
-            "cfg": ("FLOAT", {"default": 5.0, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01,
-                              "tooltip": "Guidance scale (official 5.0; 1.0 turns guidance off and halves the cost)."}),
-            "shift": ("FLOAT", {"default": 5.0, "min": 0.1, "max": 50.0, "step": 0.1, "round": 0.01,
-                                "tooltip": "Schedule shift; higher spends more steps at high noise (official 5.0)."}),
-            "sampler": (list(SAMPLERS), {"default": "unipc", "tooltip": "unipc (official), euler or dpm++2m."}),
-            "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
-                                  "tooltip": "1.0 = from pure noise; lower keeps part of the input latent (video to video)."}),
-        }, "optional": {
-            "options": (OPTIONS_TYPE, {"tooltip": "Extra sampler features from WanT2V option nodes."}),
-            "temporal": ("WANT2V_TEMPORAL", {"tooltip": "Temporal-consistency options (WanT2V Temporal Settings)."}),
-        }}
+        return copy.deepcopy(_INPUTS)  # callers may edit what they get
 
     @classmethod
     def VALIDATE_INPUTS(cls, steps=50, denoise=1.0):
