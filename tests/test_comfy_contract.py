@@ -147,6 +147,15 @@ def test_object_info_lists_every_node_with_tooltips(comfy):
     assert sorted(templates) == sorted(p.stem for p in UI.parent.glob("*.json"))  # api/ files are not templates
 
 
+def test_pack_models_folder_is_registered(comfy):
+    shipped = ROOT / "models" / "diffusion_models"
+    if not shipped.is_dir():
+        pytest.skip("the pack ships no models/diffusion_models folder yet")
+    url, _ = comfy
+    listed = _get(url + "/models/diffusion_models")
+    assert {p.name for p in shipped.glob("*.safetensors")} <= set(listed)
+
+
 def test_api_workflow_through_client_writes_mp4_with_metadata(comfy, tmp_path):
     from wan_core.video import read_video
 
