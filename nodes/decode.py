@@ -31,7 +31,7 @@ class WanT2VDecode:
 
     def decode(self, vae, latent, tile_size):
         host = get_host()
-        model = host.activate(vae)
+        model = host.activate(vae, tuple(latent["samples"].shape))
         param = next(model.parameters())
         z = latent["samples"].to(param.device, param.dtype)  # [B, 48, T', h, w] raw VAE space
         tile = (tile_size, tile_size) if tile_size else None

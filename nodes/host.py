@@ -146,7 +146,7 @@ class StandaloneHost:
             dtype = torch.bfloat16  # transformers layers cannot compute from fp8 weights
         return WanModel(kind, _loader(kind)(path, dtype=dtype, verify=verify, **kwargs), None, name)
 
-    def activate(self, handle: WanModel, memory_required: int = 0) -> Any:
+    def activate(self, handle: WanModel, work_shape: tuple[int, ...] | None = None) -> Any:
         """Move the model to the load device right before use; on CUDA other models go back to the CPU."""
         if self.device.type != "cpu":
             for other in self._active:
@@ -304,13 +304,27 @@ class ComfyHost(StandaloneHost):
                                                    offload_device=self.offload_device(kind))
         return WanModel(kind, handle.model, patcher, name)
 
-    def activate(self, handle: WanModel, memory_required: int = 0) -> Any:
-        """load_models_gpu right before use: evicts other models as needed; the DiT may be partially loaded."""
+    def activate(self, handle: WanModel, work_shape: tuple[int, ...] | None = None) -> Any:
+        """load_models_gpu right before use: evicts other models as needed; the DiT may be partially loaded.
+
+        work_shape: the latent [B, C, T, h, w] about to be processed, for the working-memory estimate."""
         if handle.patcher is None:
-            return super().activate(handle, memory_required)
-        self._mm.load_models_gpu([handle.patcher], memory_required=memory_required,
+            return super().activate(handle, work_shape)
+        self._mm.load_models_gpu([handle.patcher], memory_required=self.memory_required(handle, work_shape),
                                  force_full_load=handle.kind != "dit")
         return handle.model
+
+    def memory_required(self, handle: WanModel, work_shape: tuple[int, ...] | None) -> int:
+        """Working memory in bytes, with ComfyUI's own heuristics for its Wan models (model_base.memory_required with
+        memory_usage_factor = dim / 2222 and cond + uncond batched; the Wan2.2 VAE's memory_used_decode)."""
+        if work_shape is None or handle.kind == "t5":
+            return 0
+        param = next(handle.module.parameters())
+        size = self._mm.dtype_size(param.dtype if param.dtype.itemsize >= 2 else torch.bfloat16)
+        b, _, t, h, w = work_shape
+        if handle.kind == "vae":
+            return int(8000 * h * w * 16 * 16 * size)
+        return int(2 * b * t * h * w * size * 0.01 * (handle.model.cfg.dim / 2222) * 1024 * 1024)
 
     def progress(self, total: int) -> Progress:
         import comfy.utils

@@ -82,7 +82,7 @@ class WanT2VSampler:
         if "noise_mask" in latent:
             raise ValueError("this LATENT has a noise_mask (image-to-video); the WanT2V sampler does text-to-video only. "
                              "Use WanT2V Latent Init, or native KSampler for image-to-video")
-        dit = host.activate(model)
+        dit = host.activate(model, tuple(latent["samples"].shape))
         device = next(dit.parameters()).device
         total = len(denoise_sigmas(flow_sigmas(steps, shift), denoise)) - 1
         samples = sample_latents(
