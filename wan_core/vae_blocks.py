@@ -74,12 +74,14 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-        norm = torch.linalg.vector_norm(xf, dim=1, keepdim=True)  # [B, 1, ...]
-        norm = norm.clamp_min_(1e-12) if _inplace() else norm.clamp_min(1e-12)  # autograd needs the norm intact
-        y = xf / norm
-        del norm
-        g = self.gamma.to(y.dtype) * self.scale
-        y = y.mul_(g) if _inplace() else y * g
+        g = self.gamma.to(xf.dtype) * self.scale
+        if not _inplace():
+            return (xf / torch.linalg.vector_norm(xf, dim=1, keepdim=True).clamp_min(1e-12) * g).to(x.dtype)
+        # no autograd: sum of squares over channels is ~10x faster than vector_norm's strided reduction on CPU, and
+        # the squares' buffer is reused for the output
+        y = torch.mul(xf, xf)
+        norm = y.sum(dim=1, keepdim=True).sqrt_().clamp_min_(1e-12)  # [B, 1, ...]
+        y = torch.div(xf, norm, out=y).mul_(g)
         return y.to(x.dtype)
 
 
@@ -127,7 +129,8 @@ class AttentionBlock(nn.Module):
     def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
         b, c, t, h, w = x.shape
         y = self.to_qkv(self.norm(rearrange(x, "b c t h w -> (b t) c h w")))
-        q, k, v = rearrange(y, "n (three c) h w -> three n 1 (h w) c", three=3)
+        # [(B T), 1, H*W, 3C] contiguous, then q/k/v as channel slices: the layout the fused (flash) kernel accepts
+        q, k, v = rearrange(y, "n c h w -> n 1 (h w) c").contiguous().chunk(3, dim=-1)
         y = F.scaled_dot_product_attention(q, k, v)  # [(B T), 1, H*W, C]
         y = self.proj(rearrange(y, "n 1 (h w) c -> n c h w", h=h))
         return add(rearrange(y, "(b t) c h w -> b c t h w", t=t), x)
