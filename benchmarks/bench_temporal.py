@@ -132,7 +132,8 @@ def format_table(base: list[dict], temp: list[dict], options: TemporalOptions) -
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--temporal", default="on", help="TemporalOptions spec, e.g. 'on' or 'flow=0.4,enhance=2'")
+    ap.add_argument("--temporal", default="on", help="TemporalOptions spec, e.g. 'on' or 'flow=0.4,enhance=2'; "
+                    "several specs separated by ';' share one baseline and print one table each")
     ap.add_argument("--models", default=None, help="pack root holding models/ (default: this pack)")
     ap.add_argument("--tiny", action="store_true", help="tiny random weights instead of the demo model")
     ap.add_argument("--seeds", type=int, default=2, help="seeds per held-out triple (default 2)")
@@ -149,29 +150,30 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
-    options = TemporalOptions.parse(args.temporal)
-    if not options.enabled:
-        raise SystemExit(f"--temporal {args.temporal!r} turns everything off; nothing to compare")
+    variants = [TemporalOptions.parse(spec) for spec in args.temporal.split(";") if spec.strip()]
+    if not variants or not all(o.enabled for o in variants):
+        raise SystemExit(f"--temporal {args.temporal!r}: every spec must turn something on; nothing to compare")
     models = tiny_models() if args.tiny else demo_models(args.models)
     cases = held_out_cases(args.seeds)
     cases = cases[: args.limit] if args.limit else cases
     langs = [s.strip() for s in args.langs.split(",") if s.strip()]
-    base, temp = [], []
+    base, temps = [], [[] for _ in variants]
     t0 = time.perf_counter()
     for i, case in enumerate(cases):
         for lang in langs:
             prompt = case.prompts[lang]
             base.append(run_one(models, prompt, case.scene, case.seed, None, args))
-            temp.append(run_one(models, prompt, case.scene, case.seed, options, args))
-            log.info("[%d/%d %s] warp %.5f -> %.5f  motion %.3f -> %.3f  %s", i + 1, len(cases), lang,
-                     base[-1]["warping_error"], temp[-1]["warping_error"], base[-1]["motion_mean"],
-                     temp[-1]["motion_mean"], prompt)
-    print(format_table(base, temp, options))  # noqa: T201 - the benchmark's output
+            for options, rows in zip(variants, temps):
+                rows.append(run_one(models, prompt, case.scene, case.seed, options, args))
+            log.info("[%d/%d %s] warp %.5f -> %s  %s", i + 1, len(cases), lang, base[-1]["warping_error"],
+                     " ".join(f"{rows[-1]['warping_error']:.5f}" for rows in temps), prompt)
+    for options, rows in zip(variants, temps):
+        print(format_table(base, rows, options) + "\n")  # noqa: T201 - the benchmark's output
     if args.json:
-        Path(args.json).write_text(json.dumps({"options": options.describe(), "args": vars(args), "baseline": base,
-                                               "temporal": temp}, indent=1))
+        Path(args.json).write_text(json.dumps({"args": vars(args), "baseline": base, "variants": [
+            {"options": o.describe(), "rows": rows} for o, rows in zip(variants, temps)]}, indent=1))
     weights = "TINY RANDOM WEIGHTS (script check only)" if args.tiny else "demo model"
-    print(f"{len(base) * 2} videos in {time.perf_counter() - t0:.0f} s; {weights}; steps {args.steps}, "  # noqa: T201
+    print(f"{len(base) * (1 + len(variants))} videos in {time.perf_counter() - t0:.0f} s; {weights}; steps {args.steps}, "  # noqa: T201
           f"cfg {args.cfg}, shift {args.shift}, sampler {args.sampler}, threads {args.threads}")
     return 0
 
