@@ -69,16 +69,16 @@ def render_camera(photo: torch.Tensor, h: int, w: int, poses, *, supersample: in
 
 def render_shapes(h: int, w: int, frames: int, *, supersample: int = 4) -> list[tuple[str, torch.Tensor]]:
     """Clips of textured shapes moving over a slowly panning photograph."""
-    bg_pan = [(1.0 * t, 0.5 * t, 1.0, 0.0) for t in range(frames)]
+    bg_pan = [(1.3 * t, 0.4 * t, 1.0, 0.0) for t in range(frames)]
     textures = [load_photo(n) for n in ("astronaut", "rocket", "chelsea")]
     ss = supersample
     ys, xs = torch.meshgrid((torch.arange(h * ss) + 0.5) / ss - 0.5, (torch.arange(w * ss) + 0.5) / ss - 0.5,
                             indexing="ij")
     specs = {  # (kind, centre x, centre y, radius, vx, vy, texture) in output pixels / per frame
-        "shapes_apart": [("disc", 0.40, 0.5, 0.16, -4.0, 0.0, 0), ("box", 0.60, 0.5, 0.15, 4.0, 0.5, 1)],
-        "shapes_cross": [("disc", 0.25, 0.35, 0.13, 5.0, 1.5, 0), ("box", 0.75, 0.65, 0.14, -5.0, -1.0, 1),
-                         ("disc", 0.5, 0.8, 0.10, 0.5, -3.0, 2)],
-        "shapes_fast": [("box", 0.3, 0.4, 0.18, 7.0, 2.0, 2), ("disc", 0.7, 0.6, 0.12, -3.0, 3.0, 0)],
+        "shapes_apart": [("disc", 0.40, 0.5, 0.16, -4.2, 0.3, 0), ("box", 0.60, 0.5, 0.15, 3.7, 0.6, 1)],
+        "shapes_cross": [("disc", 0.25, 0.35, 0.13, 5.3, 1.4, 0), ("box", 0.75, 0.65, 0.14, -4.6, -1.1, 1),
+                         ("disc", 0.5, 0.8, 0.10, 0.7, -2.9, 2)],
+        "shapes_fast": [("box", 0.3, 0.4, 0.18, 7.4, 2.2, 2), ("disc", 0.7, 0.6, 0.12, -3.3, 2.7, 0)],
     }
     out = []
     for name, shapes in specs.items():
@@ -103,7 +103,7 @@ def render_shapes(h: int, w: int, frames: int, *, supersample: int = 4) -> list[
 
 
 def clip_sets(h: int, w: int, frames: int) -> dict[str, list[tuple[str, torch.Tensor]]]:
-    pans = [(3.0, 1.0), (5.0, -2.0), (-6.0, 2.5), (8.0, 0.0)]
+    pans = [(3.3, 1.1), (5.2, -1.7), (-6.3, 2.6), (7.6, 0.4)]  # non-integer: no exact pixel shifts
     zooms = [(1.02, 0.4, 0.0), (1.025, 0.0, 1.0), (1.03, -0.3, 0.0), (0.975, 0.0, -1.5)]
     sets: dict[str, list] = {"photo_pan": [], "photo_zoom": [], "shapes": []}
     for name, (vx, vy), (z, rot, drift) in zip(PHOTOS, pans, zooms):
