@@ -33,7 +33,8 @@ def test_flickering_copy_ranks_worse(clip):
     assert bo["warping_error"] > 3 * base["warping_error"]
     assert bo["hf_warping_error"] > 3 * base["hf_warping_error"]
     assert bo["hf_flicker"] > base["hf_flicker"]
-    assert abs(fl["motion_mean"] - base["motion_mean"]) < 0.5  # flicker does not read as motion
+    assert abs(fl["motion_mean"] - base["motion_mean"]) < 0.1  # flicker does not read as motion
+    assert fl["valid_fraction"] > 0.8  # flow runs on mean-removed frames, so gain flicker keeps it intact
 
 
 def test_frozen_clip_has_no_motion(clip):

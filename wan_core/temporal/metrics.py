@@ -119,7 +119,8 @@ def video_metrics(
     size); motion is reported in input pixels per frame. Lower warping error and flicker are better at equal motion.
     """
     x, scale = _analysis_frames(frames, max_side)
-    fw, bw = consecutive_flows(x, flow_cfg)
+    # flow on mean-removed frames, so global brightness flicker does not disturb the motion estimate
+    fw, bw = consecutive_flows(x - x.mean(dim=(2, 3), keepdim=True) + 0.5, flow_cfg)
     e, e_hf, valid = warping_error(x, fw, bw)
     luma_flicker, hf_flicker = flicker_index(_to_nchw(frames))
     m_mean, m_top = motion_magnitude(fw, scale)
