@@ -146,7 +146,8 @@ def test_convert_tied_and_prefixed_dit(tmp_path, dit_sd):
     src = tmp_path / "dit.pt"
     torch.save({"model": sd}, src)
     dst = convert_checkpoint(src, tmp_path / "dit.safetensors")
-    assert all(torch.equal(load_dit(dst).state_dict()[k].float(), v.float()) for k, v in dit_sd.items())
+    got = load_dit(dst).state_dict()
+    assert all(torch.equal(got[k].float(), v.float()) for k, v in dit_sd.items())
 
 
 def test_convert_refusals(tmp_path, dit_sd):
