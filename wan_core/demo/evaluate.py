@@ -215,12 +215,14 @@ def ground_truth(case: Case, lang: str) -> torch.Tensor:
 
 
 def model_generator(pipe, *, steps=None, cfg=None, shift=None, sampler=None):
-    """A `generate(case, lang)` backed by a WanT2VPipeline (seeded by the case)."""
+    """A `generate(case, lang)` backed by a WanT2VPipeline (seeded by the case); unset knobs use DEMO_DEFAULTS."""
+    from . import DEMO_DEFAULTS as d
+
     def generate(case: Case, lang: str) -> torch.Tensor:
-        kw = {k: v for k, v in (("steps", steps), ("guidance_scale", cfg), ("shift", shift),
-                                ("sampler", sampler)) if v is not None}
         return pipe(case.prompts[lang], width=case.scene.width, height=case.scene.height,
-                    num_frames=case.scene.frames, seed=case.seed, **kw)
+                    num_frames=case.scene.frames, seed=case.seed, num_inference_steps=steps or d.steps,
+                    guidance_scale=d.guidance_scale if cfg is None else cfg, shift=shift or d.shift,
+                    sampler=sampler or d.sampler)
     return generate
 
 
@@ -233,7 +235,9 @@ def main(argv=None) -> int:
     ap.add_argument("--cfg", type=float, default=None)
     ap.add_argument("--shift", type=float, default=None)
     ap.add_argument("--sampler", default=None)
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a busy machine)")
     args = ap.parse_args(argv)
+    torch.set_num_threads(max(1, args.threads))
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cases = held_out_cases(args.seeds)
     if args.ground_truth:

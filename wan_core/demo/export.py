@@ -56,7 +56,11 @@ def save_text_encoder(model: torch.nn.Module, tokenizer: SpieceTokenizer, path: 
 
 
 def load_stage(path: Path):
-    """Read back a VAE written by save_vae (fp32, sidecar verified) for the next training stage."""
+    """Read back a VAE written by save_vae (sidecar verified) as a fresh, trainable fp32 module."""
     from ..loading import load_vae
+    from ..vae import WanVAE
 
-    return load_vae(path, dtype=torch.float32)
+    loaded = load_vae(path, dtype=torch.float32)  # memory-mapped: copy into new parameters before training
+    vae = WanVAE(loaded.cfg)
+    vae.load_state_dict(loaded.state_dict())
+    return vae.eval()

@@ -69,13 +69,15 @@ class TrainConfig:
     vae_batch: int = 2
     vae_frames: int = 9  # 1 + 4 + 4: the first chunk, and cached chunks that follow a full chunk
     vae_crop: int = 64  # pixels; random crops near an object (the networks are convolutional)
+    vae_long_steps: int = 500  # phase 1: whole 25-frame clips
+    vae_long_frames: int = 25
     vae_lr: float = 3e-3
     vae_latent_noise: float = 0.1  # decoder sees mu + this * latent_std * N(0, 1)
     vae_moment_weight: float = 0.1
     t5: T5Spec = T5Spec()
-    dit: WanConfig = WanConfig(dim=128, ffn_dim=512, num_heads=1, num_layers=4, in_dim=48, out_dim=48, text_dim=128)
-    clips: int = 800  # latent cache size
-    dit_steps: int = 1500
+    dit: WanConfig = WanConfig(dim=128, ffn_dim=512, num_heads=1, num_layers=6, in_dim=48, out_dim=48, text_dim=128)
+    clips: int = 2000  # latent cache size
+    dit_steps: int = 6000
     dit_batch: int = 8
     dit_lr: float = 1e-3
     shift: float = 3.0  # training sigma shift (also the demo's sampling shift)
@@ -85,7 +87,8 @@ class TrainConfig:
     @classmethod
     def smoke(cls) -> "TrainConfig":
         """A few seconds per stage, for tests."""
-        return cls(vocab_size=300, tokenizer_sentences=800, vae_steps=4, vae_crop=32, clips=4, dit_steps=4,
+        return cls(vocab_size=300, tokenizer_sentences=800, vae_steps=4, vae_long_steps=2, vae_long_frames=9,
+                   vae_crop=32, clips=4, dit_steps=4,
                    dit_batch=2, vae=replace(cls.vae, base_dim=8, decoder_base_dim=8),
                    t5=T5Spec(d_model=32, d_kv=16, num_heads=2, d_ff=64, num_layers=1),
                    dit=WanConfig(dim=128, ffn_dim=128, num_heads=1, num_layers=1, in_dim=48, out_dim=48, text_dim=32))
@@ -104,6 +107,18 @@ class _Clock:
 
     def __init__(self, steps: int, minutes: float | None, name: str):
         self.steps, self.cap, self.name, self.t0 = steps, (minutes or 0) * 60 or None, name, time.perf_counter()
+
+    def plan(self, step: int) -> int:
+        """Steps to schedule the learning rate over: the configured count, or fewer if the time cap allows fewer
+        (estimated from the speed so far, once, at step 20)."""
+        if step == 20 and self.cap is not None:
+            rate = self.elapsed / step
+            fit = int(step + (self.cap - self.elapsed) / rate * 0.97)
+            if fit < self.steps:
+                log.warning("%s: %.2f s/step; scheduling %d steps instead of %d to fit the time cap",
+                            self.name, rate, fit, self.steps)
+                self.steps = fit
+        return self.steps
 
     def done(self, step: int) -> bool:
         if step >= self.steps:
@@ -187,25 +202,37 @@ def vae_losses(vae: WanVAE, video: torch.Tensor, cfg: TrainConfig, gen: torch.Ge
     return {"loss": recon + cfg.vae_moment_weight * moment, "recon": recon, "moment": moment}
 
 
-def train_vae(cfg: TrainConfig, minutes: float | None = None) -> tuple[WanVAE, dict]:
+def train_vae(cfg: TrainConfig, minutes: float | None = None, *, vae: WanVAE | None = None,
+              phases: tuple[int, ...] = (0, 1)) -> tuple[WanVAE, dict]:
+    """Phase 0: short clips (cheap, learns appearance); phase 1: whole clips, so chunks late in a video (whose causal
+    receptive field no longer reaches the zero padding at the start) are trained too. `vae` resumes from phase 1."""
     torch.manual_seed(cfg.seed)
-    vae = WanVAE(cfg.vae).train()
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, betas=(0.9, 0.99), weight_decay=0.0)
-    rng, gen = random.Random(f"vae:{cfg.seed}"), torch.Generator().manual_seed(cfg.seed)
-    clock, step, history = _Clock(cfg.vae_steps, minutes, "vae"), 0, []
-    while not clock.done(step):
-        for g in opt.param_groups:
-            g["lr"] = cfg.vae_lr * _lr(step, cfg.vae_steps, cfg.warmup)
-        losses = vae_losses(vae, _vae_batch(cfg, rng), cfg, gen)
-        opt.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
-        history.append({k: round(v.item(), 5) for k, v in losses.items()})
-        if step % 10 == 0:
-            log.info("vae step %d  %s  %.0f s", step, history[-1], clock.elapsed)
-        step += 1
-    return vae.eval(), {"steps": step, "seconds": round(clock.elapsed, 1), "last": history[-20:]}
+    vae = (vae or WanVAE(cfg.vae)).train()
+    plan = {0: (cfg.vae_steps, cfg.vae_frames), 1: (cfg.vae_long_steps, cfg.vae_long_frames)}
+    total = sum(plan[p][0] for p in phases)
+    info = {}
+    for phase in phases:
+        steps, frames = plan[phase]
+        pcfg = replace(cfg, vae_frames=frames)
+        opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, betas=(0.9, 0.99), weight_decay=0.0)
+        rng, gen = random.Random(f"vae:{cfg.seed}:{phase}"), torch.Generator().manual_seed(cfg.seed * 10 + phase)
+        cap = minutes and minutes * steps / max(1, total)
+        clock, step, history = _Clock(steps, cap, f"vae phase {phase}"), 0, []
+        while not clock.done(step):
+            for g in opt.param_groups:
+                g["lr"] = cfg.vae_lr * (1.0 if phase == 0 else 0.5) * _lr(step, clock.plan(step), cfg.warmup)
+            losses = vae_losses(vae, _vae_batch(pcfg, rng), pcfg, gen)
+            opt.zero_grad(set_to_none=True)
+            losses["loss"].backward()
+            torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+            opt.step()
+            history.append({k: round(v.item(), 5) for k, v in losses.items()})
+            if step % 10 == 0:
+                log.info("vae phase %d step %d  %s  %.0f s", phase, step, history[-1], clock.elapsed)
+            step += 1
+        info[f"phase{phase}"] = {"frames": frames, "steps": step, "scheduled_steps": clock.steps,
+                                 "seconds": round(clock.elapsed, 1), "last": history[-10:]}
+    return vae.eval(), info
 
 
 # --- DiT + text encoder -------------------------------------------------------------------------------------------------
@@ -294,7 +321,7 @@ def train_dit(cfg: TrainConfig, pools: dict, tokenizer: SpieceTokenizer, minutes
     clock, step, history = _Clock(cfg.dit_steps, minutes, "dit"), 0, []
     while not clock.done(step):
         for g in opt.param_groups:
-            g["lr"] = cfg.dit_lr * _lr(step, cfg.dit_steps, cfg.warmup)
+            g["lr"] = cfg.dit_lr * _lr(step, clock.plan(step), cfg.warmup)
         pool = pools[aspects[step % len(aspects)]]
         items = [pool[rng.randrange(len(pool))] for _ in range(cfg.dit_batch)]
         x0 = torch.stack([z for z, _ in items])  # [B, C, T', h, w]
@@ -308,7 +335,8 @@ def train_dit(cfg: TrainConfig, pools: dict, tokenizer: SpieceTokenizer, minutes
             log.info("dit step %d  loss %.4f (mean of last 25: %.4f)  %.0f s", step, history[-1],
                      sum(history[-25:]) / len(history[-25:]), clock.elapsed)
         step += 1
-    return dit.eval(), text_model.eval(), {"steps": step, "seconds": round(clock.elapsed, 1), "last": history[-50:]}
+    info = {"steps": step, "scheduled_steps": clock.steps, "seconds": round(clock.elapsed, 1), "last": history[-50:]}
+    return dit.eval(), text_model.eval(), info
 
 
 # --- command line -------------------------------------------------------------------------------------------------------
@@ -319,8 +347,10 @@ def run(out: Path, cfg: TrainConfig, *, stages=("vae", "dit"), budget_minutes: f
     out = Path(out)
     summary: dict = {"config": json.loads(json.dumps(asdict(cfg), default=str))}
     vae_share = 0.3 if "vae" in stages and "dit" in stages else 1.0
-    if "vae" in stages:
-        vae, info = train_vae(cfg, budget_minutes and budget_minutes * vae_share)
+    if "vae" in stages or "vae1" in stages:
+        start = load_stage(out / MODEL_FILES["vae"]) if "vae1" in stages else None
+        vae, info = train_vae(cfg, budget_minutes and budget_minutes * vae_share, vae=start,
+                              phases=(1,) if "vae1" in stages else (0, 1))
         summary["vae"] = info
         save_vae(vae, out / MODEL_FILES["vae"], dtype=dtype, metadata={"training": json.dumps(info)})
     if "dit" in stages:
@@ -343,7 +373,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m wan_core.demo.train", description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True, type=Path, help="pack models/ folder (or any folder) to write into")
     ap.add_argument("--budget-minutes", type=float, default=None, help="wall-time cap for all stages (<= 90)")
-    ap.add_argument("--stage", choices=("all", "vae", "dit"), default="all")
+    ap.add_argument("--stage", choices=("all", "vae", "vae1", "dit"), default="all",
+                    help="vae1: only VAE phase 1, resuming from the VAE file in --out")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--vae-steps", type=int, default=None)
     ap.add_argument("--dit-steps", type=int, default=None)
