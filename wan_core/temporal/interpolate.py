@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -17,14 +17,18 @@ from .flow import FlowConfig, bidirectional_flow, occlusion_mask, pixel_grid, wa
 
 log = logging.getLogger(__name__)
 
-__all__ = ["InterpConfig", "interpolate_pair", "interpolate_at", "interpolate_frames", "interpolate_to_fps"]
+__all__ = ["InterpConfig", "INTERP_FLOW", "interpolate_pair", "interpolate_at", "interpolate_frames", "interpolate_to_fps"]
+
+
+# Lighter than FlowConfig(): same leave-one-out PSNR (within 0.1 dB on bench_interpolation clips) in ~60% of the time.
+INTERP_FLOW = FlowConfig(warps=2, iterations=20)
 
 
 @dataclass(frozen=True)
 class InterpConfig:
     """Parameters of the interpolator; the defaults are what benchmarks/bench_interpolation.py measures."""
 
-    flow: FlowConfig = field(default_factory=FlowConfig)
+    flow: FlowConfig = INTERP_FLOW
     flow_max_side: int | None = 512  # estimate flow at most at this longer side, then upsample (None = full size)
     splat_beta: float = 30.0  # splat weight exp(-beta * |I0 - warp(I1)|): sharper = trust photo-consistent pixels
     min_valid: float = 0.3  # pair -> plain blend when fewer pixels pass the forward-backward check (scene cut)
