@@ -3,7 +3,8 @@ requirements are importable); skipped visibly otherwise. COMFYUI_EXTRA_PYTHONPAT
 PYTHONPATH (e.g. a folder with stand-ins for packages the test machine lacks).
 
 The pack is symlinked into <base>/custom_nodes, tiny models go under the shipped workflow's file names, and a
-full-size random Wan2.2 VAE is written for the native-node interop checks (about 1.4 GB on disk, ~3 GB RAM).
+full-size random Wan2.2 VAE is written for the native-node interop checks (about 1.4 GB on disk, ~3 GB RAM), plus
+a tiny DiT that ComfyUI's own Wan code loads (UNETLoader) and a tiny umT5 with 4096-wide output for native KSampler.
 """
 import json
 import os
@@ -24,10 +25,14 @@ pytestmark = [pytest.mark.comfyui,
               pytest.mark.skipif(not COMFY, reason="COMFYUI_PATH is not set: no ComfyUI checkout to test against")]
 sys.path.insert(0, str(ROOT / "workflows"))
 import client  # noqa: E402
+from wan_core.config import WanConfig  # noqa: E402
 
 API = ROOT / "workflows" / "api" / "wan22_ti2v_5B_t2v.json"
 UI = ROOT / "workflows" / "wan22_ti2v_5B_t2v.json"
 NATIVE_VAE = "wan2.2_vae_random.safetensors"
+NATIVE_DIT = "tiny_native_wan22_dit.safetensors"  # ComfyUI detects it as WAN22 (dim 128 -> 1 head of 128)
+NATIVE_DIT_CFG = WanConfig(dim=128, ffn_dim=256, num_heads=1, num_layers=2)  # text_dim 4096, freq_dim 256 as Comfy
+T5_4096 = "tiny_umt5_4096.safetensors"  # tiny umT5 with the real 4096-wide output, as ComfyUI's Wan DiT expects
 SMALL = ["size=custom", "width=72", "height=40", "frames=9", "steps=3"]
 
 
@@ -51,7 +56,7 @@ def _write_full_random_vae(path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def comfy(tmp_path_factory):
-    from tests.tiny_models import write_comfy_layout
+    from tests.tiny_models import tiny_dit_state_dict, tiny_t5_state_dict, write, write_comfy_layout
 
     base = tmp_path_factory.mktemp("comfy_base")
     (base / "custom_nodes").mkdir()
@@ -65,6 +70,8 @@ def comfy(tmp_path_factory):
             (models / folder).mkdir(parents=True, exist_ok=True)
             shutil.copy(next((tiny / folder).glob("*.safetensors")), models / folder / name)
     _write_full_random_vae(models / "vae" / NATIVE_VAE)
+    write(tiny_dit_state_dict(NATIVE_DIT_CFG), models / "diffusion_models" / NATIVE_DIT, sidecar=False)
+    write(tiny_t5_state_dict(text_dim=4096), models / "text_encoders" / T5_4096, sidecar=False)
     port = _free_port()
     env = dict(os.environ)
     if extra := os.environ.get("COMFYUI_EXTRA_PYTHONPATH"):
@@ -208,6 +215,28 @@ def test_native_vae_decode_on_our_latent_and_our_sampler_on_native_latent(comfy)
     assert ours.shape == (5, 64, 64, 3)
     # native VAEDecode ignores our recorded crop: it returns the padded 96x64 canvas of the 72x40 request
     assert native.shape == (9, 64, 96, 3)
+
+
+def test_native_ksampler_on_our_conditioning_and_latent(comfy):
+    from wan_core.video import read_video
+
+    url, base = comfy
+    graph = _small_graph("Load Text Encoder.model_name=" + T5_4096)
+    graph.update({
+        "30": {"class_type": "UNETLoader", "inputs": {"unet_name": NATIVE_DIT, "weight_dtype": "default"}},
+        "31": {"class_type": "KSampler", "inputs": {
+            "model": ["30", 0], "positive": ["4", 0], "negative": ["4", 1], "latent_image": ["5", 0], "seed": 1,
+            "steps": 2, "cfg": 5.0, "sampler_name": "uni_pc", "scheduler": "simple", "denoise": 1.0}},
+        "32": {"class_type": "WanT2VDecode", "inputs": {"vae": ["3", 0], "latent": ["31", 0], "tile_size": 0}},
+        "33": {"class_type": "WanT2VSaveVideo", "inputs": {"frames": ["32", 0], "fps": 24.0, "crf": 19,
+                                                           "filename_prefix": "contract/ksampler_on_ours"}},
+    })
+    for node in ("6", "7", "8"):  # drop our DiT branch: its tiny test DiT has a 32-wide text input
+        graph.pop(node)
+    seen = _follow(url, graph)
+    assert seen["error"] is None, seen["error"]
+    frames, _ = read_video(next((base / "output" / "contract").glob("ksampler_on_ours_*.mp4")))
+    assert frames.shape == (9, 40, 72, 3)  # KSampler keeps our crop key, so our decode returns the requested size
 
 
 def test_interrupt_mid_sampling_then_next_prompt_runs(comfy):
