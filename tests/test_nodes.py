@@ -4,6 +4,7 @@ import shutil
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from nodes import NODE_CLASS_MAPPINGS
 from nodes.host import StandaloneHost, set_host
@@ -20,6 +21,8 @@ N = {name: cls() for name, cls in NODE_CLASS_MAPPINGS.items()}
 def models_dir(tmp_path_factory):
     root = write_comfy_layout(tmp_path_factory.mktemp("models"))
     shutil.copy(root / "vae" / "tiny_vae.safetensors", root / "diffusion_models" / "not_a_dit.safetensors")
+    wan21_vae = {"decoder.middle.0.residual.0.gamma": torch.ones(4, 1, 1, 1), "conv2.weight": torch.zeros(16, 16, 1, 1, 1)}
+    save_file(wan21_vae, str(root / "vae" / "wan_2.1_vae.safetensors"))  # the 16-channel VAE users often pick
     return root
 
 
@@ -66,6 +69,8 @@ def test_loader_dropdowns_list_model_files(host):
 def test_loader_refuses_wrong_kind_and_missing_file(host):
     with pytest.raises(WrongModelKindError, match="not_a_dit.safetensors"):
         N["WanT2VModelLoader"].load("not_a_dit.safetensors", "auto", True)
+    with pytest.raises(WrongModelKindError, match="Wan2.1 VAE.*16 channels"):
+        N["WanT2VVAELoader"].load("wan_2.1_vae.safetensors", "auto", True)
     with pytest.raises(FileNotFoundError, match="tiny_dit.safetensors"):
         N["WanT2VModelLoader"].load("missing.safetensors", "auto", True)
     with pytest.raises(ValueError, match="weight_dtype"):
