@@ -27,16 +27,16 @@ class WanT2VTemporalSettings:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "flow_strength": ("FLOAT", {"default": 0.4, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip":
+            "flow_strength": ("FLOAT", {"default": 0.8, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip":
                                         "Blend of the predicted clean latent's low frequencies towards flow-warped "
-                                        "neighbours (0 off; 0.3-0.5 typical). Decays to 0 at flow_end."}),
-            "flow_start": _fraction(0.1, "Fraction of the steps where smoothing starts (at full strength)."),
-            "flow_end": _fraction(0.6, "Fraction of the steps where smoothing has faded out; keep it before the "
+                                        "neighbours (0 off; 0.8 measured on the demo model). Decays to 0 at flow_end."}),
+            "flow_start": _fraction(0.0, "Fraction of the steps where smoothing starts (at full strength)."),
+            "flow_end": _fraction(0.8, "Fraction of the steps where smoothing has faded out; keep it before the "
                                        "last steps so fine detail is untouched."),
-            "enhance": ("FLOAT", {"default": 2.0, "min": 0.0, "max": 10.0, "step": 0.1, "tooltip":
-                                  "Enhance-A-Video temperature (0 off; 1-4 typical; high values over-smooth)."}),
+            "enhance": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.1, "tooltip":
+                                  "Enhance-A-Video temperature (0 off; 1-4 typical; high values over-smooth and cost motion)."}),
             "enhance_start": _fraction(0.0, "Fraction of the steps where the attention gain starts."),
-            "enhance_end": _fraction(1.0, "Fraction of the steps where the attention gain stops."),
+            "enhance_end": _fraction(0.5, "Fraction of the steps where the attention gain stops."),
         }}
 
     def settings(self, flow_strength, flow_start, flow_end, enhance, enhance_start, enhance_end):
