@@ -32,17 +32,20 @@ def add(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def _conv3d(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """conv(x); for a plain fp32 nn.Conv3d with a spatial kernel on CPU without autograd, call oneDNN directly.
+    """conv(x); for a plain fp32 nn.Conv3d on CPU without autograd, call oneDNN (or a GEMM for 1x1x1) directly.
 
-    PyTorch's backend heuristic sends batch-1 inputs with N*C*T*H <= 20480 to the im2col `slow_conv3d` path, which is
-    2-5x slower than oneDNN for these kernels and allocates a 27x im2col buffer (small VAEs and low resolutions hit it).
-    Injected ops (e.g. ComfyUI's casting layers) and other devices always go through conv(x)."""
-    if (type(conv) is nn.Conv3d and x.device.type == "cpu" and x.dtype == torch.float32 and conv.kernel_size[1] > 1
-            and conv.weight.dtype == torch.float32 and not torch.is_grad_enabled() and torch.backends.mkldnn.enabled
-            and torch.backends.mkldnn.is_available()):
-        return torch.mkldnn_convolution(x, conv.weight, conv.bias, conv.padding, conv.stride, conv.dilation,
-                                        conv.groups)
-    return conv(x)
+    PyTorch's backend heuristic sends batch-1 inputs with N*C*T*H <= 20480, and 1x1 spatial kernels, to the im2col
+    `slow_conv3d` path, which is 2-5x slower here, allocates a kt*kh*kw-times im2col buffer and needs a contiguous
+    (channels-first) copy of channels-last inputs. Injected ops (e.g. ComfyUI's casting layers), other devices and
+    autograd always go through conv(x)."""
+    if not (type(conv) is nn.Conv3d and x.device.type == "cpu" and x.dtype == conv.weight.dtype == torch.float32
+            and not torch.is_grad_enabled() and torch.backends.mkldnn.enabled and torch.backends.mkldnn.is_available()):
+        return conv(x)
+    if conv.kernel_size == (1, 1, 1) and x.is_contiguous(memory_format=torch.channels_last_3d):
+        # a 1x1x1 conv on channels-last data is a GEMM over the channel axis: [B, T, H, W, Cin] -> [B, T, H, W, Cout]
+        y = F.linear(x.movedim(1, -1), conv.weight.flatten(1), conv.bias)
+        return y.movedim(-1, 1)  # [B, Cout, T, H, W] view, channels-last
+    return torch.mkldnn_convolution(x, conv.weight, conv.bias, conv.padding, conv.stride, conv.dilation, conv.groups)
 
 
 def causal_conv(conv: nn.Module, x: torch.Tensor, cache: dict, norm: "RMSNorm | None" = None) -> torch.Tensor:
@@ -53,11 +56,12 @@ def causal_conv(conv: nn.Module, x: torch.Tensor, cache: dict, norm: "RMSNorm | 
     """
     pad = conv.kernel_size[0] - 1
     if pad == 0:
-        return conv(x if norm is None else silu(norm(x)))
+        return _conv3d(conv, x if norm is None else silu(norm(x)))
     prev = cache.get(conv)
     b, _, t, h, w = x.shape
     if _inplace():
-        xp = x.new_empty(b, x.shape[1], pad + t, h, w)  # [B, C, pad + T, H, W]
+        fmt = torch.channels_last_3d if x.device.type == "cpu" else torch.contiguous_format
+        xp = torch.empty(b, x.shape[1], pad + t, h, w, dtype=x.dtype, device=x.device, memory_format=fmt)  # [B, C, pad + T, H, W]
         if prev is None:
             xp[:, :, :pad].zero_()
         else:
@@ -133,13 +137,13 @@ class ResidualBlock(nn.Module):
         super().__init__()
         self.residual = nn.Sequential(L.norm(cin), nn.SiLU(), L.causal3(cin, cout), L.norm(cout), nn.SiLU(),
                                       nn.Identity(), L.causal3(cout, cout))  # Identity = Dropout(0) at inference
-        self.shortcut = L.point(cin, cout) if cin != cout else nn.Identity()
+        self.shortcut = L.point(cin, cout) if cin != cout else None
 
     def forward(self, x: torch.Tensor, cache: dict) -> torch.Tensor:
         r = self.residual
         # nested so conv1's output is owned by the second call alone and freed once normalised into its input buffer
         h = causal_conv(r[6], causal_conv(r[2], x, cache, norm=r[0]), cache, norm=r[3])
-        return add(h, self.shortcut(x))
+        return add(h, x if self.shortcut is None else _conv3d(self.shortcut, x))
 
 
 class AttentionBlock(nn.Module):
@@ -183,7 +187,7 @@ class Downsample(nn.Module):
         cache[self.time_conv] = x[:, :, -1:].clone()
         if prev is None:  # first chunk: keep the frame, no temporal reduction
             return x
-        return self.time_conv(torch.cat([prev, x], dim=2))  # [B, C, 1 + T, H, W] -> [B, C, T/2, H, W]
+        return _conv3d(self.time_conv, torch.cat([prev, x], dim=2))  # [B, C, 1 + T, H, W] -> [B, C, T/2, H, W]
 
 
 class Upsample(nn.Module):
