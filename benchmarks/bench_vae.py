@@ -2,11 +2,11 @@
 
     python benchmarks/bench_vae.py [--threads 1] [--repeats 2] [--configs small,medium]
 
-Each (side, config) runs in its own subprocess. Both sides build on the meta device and load the same safetensors file with
-assign=True. After one warm-up decode, each timed decode reports wall time, process CPU time and its peak RSS increase:
-the Linux RSS high-water mark (VmHWM, reset through /proc/self/clear_refs before the decode) minus the RSS just before it.
-The whole-process ru_maxrss is printed too (it includes imports). The parent checks that both outputs agree.
-Random weights; nothing is downloaded. CPU time is the fairer speed figure on a shared machine.
+Each (side, config) runs in its own subprocess. Both sides build on the meta device and load the same safetensors file
+with assign=True. After one warm-up decode, each timed decode reports wall time, process CPU time and its peak RSS
+increase: the Linux RSS high-water mark (VmHWM, reset through /proc/self/clear_refs before the decode) minus the RSS
+just before it. The whole-process ru_maxrss is printed too (it includes imports). The parent checks that both outputs
+agree. Random weights; nothing is downloaded. CPU time is the fairer speed figure on a shared machine.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""WanVAE unit tests on tiny random models: official keys, config inference, loading errors, shapes, validation, tiling."""
+"""WanVAE unit tests on tiny random models: official keys, config inference, load errors, shapes, validation, tiling."""
 import logging
 
 import pytest

@@ -1,7 +1,7 @@
 """Parity of wan_core.vae.WanVAE with diffusers AutoencoderKLWan (Wan2.2 config, tiny widths, random weights, fp32).
 
-The diffusers state dict is renamed to official keys by wan_core.convert and loaded strictly; encode (posterior mode) and
-decode must agree to 1e-5 (max abs) on a 9-frame clip: first chunk, the zero-padded second chunk and a cached chunk.
+The diffusers state dict is renamed to official keys by wan_core.convert and loaded strictly; encode (posterior mode)
+and decode must agree to 1e-5 (max abs) on a 9-frame clip: first chunk, the zero-padded second chunk and a cached chunk.
 """
 import pytest
 import torch

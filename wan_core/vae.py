@@ -72,7 +72,8 @@ def infer_vae_config(sd: Mapping[str, torch.Tensor]) -> VAEConfig:
     """Read a Wan2.2-family VAE's architecture from official key names and tensor shapes."""
     if "decoder.upsamples.0.upsamples.0.residual.2.weight" not in sd:
         if "encoder.conv_in.weight" in sd:
-            found = "diffusers AutoencoderKLWan key names; convert with wan_core.convert.convert(sd, 'vae', 'diffusers')"
+            found = ("diffusers AutoencoderKLWan key names; convert with "
+                     "wan_core.convert.convert(sd, 'vae', 'diffusers')")
         elif "decoder.upsamples.0.residual.2.weight" in sd or "conv2.weight" in sd:
             z = sd["conv2.weight"].shape[0] if "conv2.weight" in sd else "?"
             found = f"a Wan2.1-style VAE ({z} latent channels, no patchify), as used by Wan2.1 and Wan2.2 A14B"
@@ -139,7 +140,7 @@ class WanVAE(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.conv2.weight.dtype
 
-    # --- encode ---------------------------------------------------------------------------------------------------------
+    # --- encode ----------------------------------------------------------------------------------------------------
     @torch.no_grad()
     def encode(self, video: torch.Tensor) -> torch.Tensor:
         """video [B, 3, T, H, W] in -1..1, T = 4k+1, H and W multiples of 16 -> raw mu [B, z, 1 + k, H/16, W/16].
@@ -164,7 +165,7 @@ class WanVAE(nn.Module):
             mus.append(self.conv1(self.encoder(chunk, cache))[:, :self.cfg.z_dim])
         return torch.cat(mus, dim=2)
 
-    # --- decode ---------------------------------------------------------------------------------------------------------
+    # --- decode ----------------------------------------------------------------------------------------------------
     @torch.no_grad()
     def decode(self, z_raw: torch.Tensor, *, tile: tuple[int, int] | None = None, tile_overlap: int = 4,
                callback: Callable[[int, int], None] | None = None) -> torch.Tensor:
@@ -262,7 +263,8 @@ def _ramp(spans: list[tuple[int, int]], span: tuple[int, int], scale: int, like:
         w[:k] = (torch.arange(k, dtype=torch.float32, device=like.device) + 0.5) / k
     if i + 1 < len(spans):
         k = (span[1] - spans[i + 1][0]) * scale
-        w[n - k:] = torch.minimum(w[n - k:], (torch.arange(k, 0, -1, dtype=torch.float32, device=like.device) - 0.5) / k)
+        down = (torch.arange(k, 0, -1, dtype=torch.float32, device=like.device) - 0.5) / k
+        w[n - k:] = torch.minimum(w[n - k:], down)
     return w
 
 

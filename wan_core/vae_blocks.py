@@ -1,11 +1,11 @@
-# Ported from Wan-Video/Wan2.2@42bf4cf wan/modules/vae2_2.py (Apache-2.0), rewritten (official module and key names kept;
-# cross-checked against diffusers@58eb52c models/autoencoders/autoencoder_kl_wan.py, Apache-2.0).
+# Ported from Wan-Video/Wan2.2@42bf4cf wan/modules/vae2_2.py (Apache-2.0), rewritten (official module and key names
+# kept; cross-checked against diffusers@58eb52c models/autoencoders/autoencoder_kl_wan.py, Apache-2.0).
 # Parity: tests/test_vae_parity.py (encode and decode vs diffusers AutoencoderKLWan, fp32).
 """Building blocks of the Wan2.2 VAE: causal 3-D convolutions with a per-call feature cache.
 
 Every block runs on one temporal chunk at a time. `cache` is a plain dict owned by one encode/decode call (or one tile):
-`cache[conv]` holds the last input frames a causal convolution saw, so the next chunk continues the sequence exactly as a
-whole-video pass would. A module absent from the cache has not run yet (the first chunk).
+`cache[conv]` holds the last input frames a causal convolution saw, so the next chunk continues the sequence exactly as
+a whole-video pass would. A module absent from the cache has not run yet (the first chunk).
 
 In-place activations and additions are used only when autograd is off, so the same modules can be trained.
 """
@@ -61,7 +61,8 @@ def causal_conv(conv: nn.Module, x: torch.Tensor, cache: dict, norm: "RMSNorm | 
     b, _, t, h, w = x.shape
     if _inplace():
         fmt = torch.channels_last_3d if x.device.type == "cpu" else torch.contiguous_format
-        xp = torch.empty(b, x.shape[1], pad + t, h, w, dtype=x.dtype, device=x.device, memory_format=fmt)  # [B, C, pad + T, H, W]
+        # [B, C, pad + T, H, W]; channels-last on CPU, where oneDNN then needs no layout conversion
+        xp = torch.empty(b, x.shape[1], pad + t, h, w, dtype=x.dtype, device=x.device, memory_format=fmt)
         if prev is None:
             xp[:, :, :pad].zero_()
         else:
@@ -131,7 +132,8 @@ class Layers:
 
 
 class ResidualBlock(nn.Module):
-    """residual = [RMSNorm, SiLU, Conv3, RMSNorm, SiLU, Dropout, Conv3] (official indices 0..6); shortcut 1x1x1 if needed."""
+    """residual = [RMSNorm, SiLU, Conv3, RMSNorm, SiLU, Dropout, Conv3] (official indices 0..6); 1x1x1 shortcut if
+    the width changes."""
 
     def __init__(self, cin: int, cout: int, L: Layers):
         super().__init__()
@@ -191,7 +193,8 @@ class Downsample(nn.Module):
 
 
 class Upsample(nn.Module):
-    """Temporal x2 via `time_conv` (C -> 2C, frames interleaved), skipped on the first chunk; spatial nearest x2 + 3x3."""
+    """Temporal x2 via `time_conv` (C -> 2C, frames interleaved; skipped on the first chunk), then spatial nearest x2
+    and a 3x3 conv."""
 
     def __init__(self, dim: int, temporal: bool, L: Layers):
         super().__init__()
@@ -210,7 +213,8 @@ class Upsample(nn.Module):
 
 
 def avg_down(x: torch.Tensor, cout: int, ft: int, fs: int) -> torch.Tensor:
-    """Parameter-free shortcut: zero-pad time in front to a multiple of ft, space-to-channel, mean over channel groups."""
+    """Parameter-free shortcut: zero-pad time in front to a multiple of ft, space-to-channel, mean over channel
+    groups."""
     pad_t = -x.shape[2] % ft
     if pad_t:
         x = F.pad(x, (0, 0, 0, 0, pad_t, 0))
