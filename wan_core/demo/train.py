@@ -71,6 +71,7 @@ class TrainConfig:
     vae_crop: int = 64  # pixels; random crops near an object (the networks are convolutional)
     vae_long_steps: int = 500  # phase 1: whole 25-frame clips
     vae_long_frames: int = 25
+    vae_decoder_steps: int = 1200  # phase 2: decoder only
     vae_lr: float = 3e-3
     vae_latent_noise: float = 0.1  # decoder sees mu + this * latent_std * N(0, 1)
     vae_moment_weight: float = 0.1
@@ -81,6 +82,7 @@ class TrainConfig:
     dit_batch: int = 8
     dit_lr: float = 1e-3
     shift: float = 3.0  # training sigma shift (also the demo's sampling shift)
+    shift_round2: float = 6.0  # the second DiT round trains more at high noise, where the prompt decides the layout
     drop_caption: float = 0.1  # probability of "" / the default negative prompt (the CFG branch)
     warmup: int = 50
 
@@ -88,6 +90,7 @@ class TrainConfig:
     def smoke(cls) -> "TrainConfig":
         """A few seconds per stage, for tests."""
         return cls(vocab_size=300, tokenizer_sentences=800, vae_steps=4, vae_long_steps=2, vae_long_frames=9,
+                   vae_decoder_steps=2,
                    vae_crop=32, clips=4, dit_steps=4,
                    dit_batch=2, vae=replace(cls.vae, base_dim=8, decoder_base_dim=8),
                    t5=T5Spec(d_model=32, d_kv=16, num_heads=2, d_ff=64, num_layers=1),
@@ -203,18 +206,24 @@ def vae_losses(vae: WanVAE, video: torch.Tensor, cfg: TrainConfig, gen: torch.Ge
 
 
 def train_vae(cfg: TrainConfig, minutes: float | None = None, *, vae: WanVAE | None = None,
-              phases: tuple[int, ...] = (0, 1)) -> tuple[WanVAE, dict]:
+                        phases: tuple[int, ...] = (0, 1, 2)) -> tuple[WanVAE, dict]:
     """Phase 0: short clips (cheap, learns appearance); phase 1: whole clips, so chunks late in a video (whose causal
-    receptive field no longer reaches the zero padding at the start) are trained too. `vae` resumes from phase 1."""
+    receptive field no longer reaches the zero padding at the start) are trained too; phase 2: decoder only (the
+    encoder, hence the DiT's latents, stay fixed), for sharper edges. `vae` resumes from a saved VAE."""
     torch.manual_seed(cfg.seed)
     vae = (vae or WanVAE(cfg.vae)).train()
-    plan = {0: (cfg.vae_steps, cfg.vae_frames), 1: (cfg.vae_long_steps, cfg.vae_long_frames)}
+    plan = {0: (cfg.vae_steps, cfg.vae_frames), 1: (cfg.vae_long_steps, cfg.vae_long_frames),
+            2: (cfg.vae_decoder_steps, cfg.vae_long_frames)}
     total = sum(plan[p][0] for p in phases)
     info = {}
     for phase in phases:
         steps, frames = plan[phase]
         pcfg = replace(cfg, vae_frames=frames)
-        opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, betas=(0.9, 0.99), weight_decay=0.0)
+        frozen = (vae.encoder, vae.conv1) if phase == 2 else ()  # phase 2 sharpens the decoder, latents unchanged
+        for module in (vae.encoder, vae.conv1):
+            module.requires_grad_(module not in frozen)
+        params = [p for p in vae.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=cfg.vae_lr, betas=(0.9, 0.99), weight_decay=0.0)
         rng, gen = random.Random(f"vae:{cfg.seed}:{phase}"), torch.Generator().manual_seed(cfg.seed * 10 + phase)
         cap = minutes and minutes * steps / max(1, total)
         clock, step, history = _Clock(steps, cap, f"vae phase {phase}"), 0, []
@@ -224,7 +233,7 @@ def train_vae(cfg: TrainConfig, minutes: float | None = None, *, vae: WanVAE | N
             losses = vae_losses(vae, _vae_batch(pcfg, rng), pcfg, gen)
             opt.zero_grad(set_to_none=True)
             losses["loss"].backward()
-            torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             history.append({k: round(v.item(), 5) for k, v in losses.items()})
             if step % 10 == 0:
@@ -296,11 +305,11 @@ def _prompt(scene, rng: random.Random, cfg: TrainConfig) -> str:
 
 
 def flow_loss(dit: WanTransformer, text_model, tokenizer, x0: torch.Tensor, prompts: list[str], cfg: TrainConfig,
-              gen: torch.Generator) -> torch.Tensor:
+              gen: torch.Generator, shift: float | None = None) -> torch.Tensor:
     """Flow-matching MSE on a batch of normalised latents x0 [B, C, T', h, w]."""
     b = x0.shape[0]
     u = torch.rand(b, generator=gen)
-    s = shift_sigma(u, cfg.shift).clamp(0.0, 0.999)  # [B] sigma, the inference distribution of timesteps
+    s = shift_sigma(u, shift or cfg.shift).clamp(0.0, 0.999)  # [B] sigma, the inference distribution of timesteps
     noise = torch.randn(x0.shape, generator=gen)
     sb = s.view(b, 1, 1, 1, 1)
     xs = (1 - sb) * x0 + sb * noise
@@ -310,22 +319,26 @@ def flow_loss(dit: WanTransformer, text_model, tokenizer, x0: torch.Tensor, prom
     return F.mse_loss(v, noise - x0)
 
 
-def train_dit(cfg: TrainConfig, pools: dict, tokenizer: SpieceTokenizer, minutes: float | None = None):
-    torch.manual_seed(cfg.seed + 1)
-    dit = WanTransformer(cfg.dit).train()
-    text_model = build_text_encoder(cfg.t5, tokenizer.vocab_size).train()
+def train_dit(cfg: TrainConfig, pools: dict, tokenizer: SpieceTokenizer, minutes: float | None = None, *,
+              resume: tuple | None = None, round_: int = 0):
+    """DiT + umT5 jointly; `resume` = (dit, text_model) continues a previous round (new LR cycle, seeded by round_)."""
+    torch.manual_seed(cfg.seed + 1 + round_)
+    dit = resume[0].train() if resume else WanTransformer(cfg.dit).train()
+    text_model = resume[1].train() if resume else build_text_encoder(cfg.t5, tokenizer.vocab_size).train()
+    lr = cfg.dit_lr * (0.5 if resume else 1.0)
     params = list(dit.parameters()) + list(text_model.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg.dit_lr, betas=(0.9, 0.99), weight_decay=0.01)
-    rng, gen = random.Random(f"dit:{cfg.seed}"), torch.Generator().manual_seed(cfg.seed + 1)
+    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.99), weight_decay=0.01)
+    rng, gen = random.Random(f"dit:{cfg.seed}:{round_}"), torch.Generator().manual_seed(cfg.seed + 1 + 7 * round_)
     aspects = [a for a in sorted(pools) if pools[a]]
     clock, step, history = _Clock(cfg.dit_steps, minutes, "dit"), 0, []
     while not clock.done(step):
         for g in opt.param_groups:
-            g["lr"] = cfg.dit_lr * _lr(step, clock.plan(step), cfg.warmup)
+            g["lr"] = lr * _lr(step, clock.plan(step), cfg.warmup)
         pool = pools[aspects[step % len(aspects)]]
         items = [pool[rng.randrange(len(pool))] for _ in range(cfg.dit_batch)]
         x0 = torch.stack([z for z, _ in items])  # [B, C, T', h, w]
-        loss = flow_loss(dit, text_model, tokenizer, x0, [_prompt(sc, rng, cfg) for _, sc in items], cfg, gen)
+        loss = flow_loss(dit, text_model, tokenizer, x0, [_prompt(sc, rng, cfg) for _, sc in items], cfg, gen,
+                         shift=cfg.shift_round2 if resume else cfg.shift)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -339,6 +352,23 @@ def train_dit(cfg: TrainConfig, pools: dict, tokenizer: SpieceTokenizer, minutes
     return dit.eval(), text_model.eval(), info
 
 
+def resume_dit(out: Path):
+    """(dit, text_model, tokenizer) from the files in `out`, copied into fresh trainable fp32 modules."""
+    from ..loading import load_dit, load_text_encoder
+
+    loaded = load_dit(out / MODEL_FILES["dit"], dtype=torch.float32)
+    dit = WanTransformer(loaded.cfg)
+    dit.load_state_dict(loaded.state_dict())
+    te = load_text_encoder(out / MODEL_FILES["text_encoder"], dtype=torch.float32)
+    text_model = build_text_encoder(T5Spec(d_model=te.model.config.d_model, d_kv=te.model.config.d_kv,
+                                           num_heads=te.model.config.num_heads, d_ff=te.model.config.d_ff,
+                                           num_layers=te.model.config.num_layers,
+                                           buckets=te.model.config.relative_attention_num_buckets),
+                                    te.model.config.vocab_size)
+    text_model.load_state_dict(te.model.state_dict())
+    return dit, text_model, te.tokenizer
+
+
 # --- command line -------------------------------------------------------------------------------------------------------
 def run(out: Path, cfg: TrainConfig, *, stages=("vae", "dit"), budget_minutes: float | None = None,
         dtype: torch.dtype | None = None, threads: int = 1) -> dict:
@@ -347,23 +377,30 @@ def run(out: Path, cfg: TrainConfig, *, stages=("vae", "dit"), budget_minutes: f
     out = Path(out)
     summary: dict = {"config": json.loads(json.dumps(asdict(cfg), default=str))}
     vae_share = 0.3 if "vae" in stages and "dit" in stages else 1.0
-    if "vae" in stages or "vae1" in stages:
-        start = load_stage(out / MODEL_FILES["vae"]) if "vae1" in stages else None
-        vae, info = train_vae(cfg, budget_minutes and budget_minutes * vae_share, vae=start,
-                              phases=(1,) if "vae1" in stages else (0, 1))
+    resume = {"vae1": (1, 2), "vae2": (2,)}
+    if "vae" in stages or set(resume) & set(stages):
+        phases = next((p for k, p in resume.items() if k in stages), (0, 1, 2))
+        start = load_stage(out / MODEL_FILES["vae"]) if phases[0] > 0 else None
+        vae, info = train_vae(cfg, budget_minutes and budget_minutes * vae_share, vae=start, phases=phases)
         summary["vae"] = info
         save_vae(vae, out / MODEL_FILES["vae"], dtype=dtype, metadata={"training": json.dumps(info)})
-    if "dit" in stages:
+    if "dit" in stages or "dit2" in stages:
         vae = load_stage(out / MODEL_FILES["vae"])
         t0 = time.perf_counter()
         rest = budget_minutes and budget_minutes * (1 - vae_share if "vae" in stages else 1.0)
-        tokenizer = train_demo_tokenizer(cfg)
+        resume = None
+        if "dit2" in stages:  # a further round on the files in --out (tokenizer from the text-encoder file)
+            resume = resume_dit(out)
+            tokenizer = resume[2]
+        else:
+            tokenizer = train_demo_tokenizer(cfg)
         pools = cache_latents(vae, cfg, rest and rest * 0.15)
         summary["latents"] = {"clips": sum(len(p) for p in pools.values()), "seconds": round(time.perf_counter() - t0)}
         dit_minutes = rest and rest - (time.perf_counter() - t0) / 60
-        dit, text_model, info = train_dit(cfg, pools, tokenizer, dit_minutes)
+        dit, text_model, info = train_dit(cfg, pools, tokenizer, dit_minutes, resume=resume and resume[:2],
+                                          round_=1 if resume else 0)
         summary["dit"] = info
-        meta = {"training": json.dumps({k: summary[k] for k in ("latents", "dit")})}
+        meta = {"training": json.dumps({k: summary[k] for k in ("latents", "dit")}), "round": str(int(bool(resume)))}
         save_dit(dit, out / MODEL_FILES["dit"], dtype=dtype, metadata=meta)
         save_text_encoder(text_model, tokenizer, out / MODEL_FILES["text_encoder"], dtype=dtype, metadata=meta)
     return summary
@@ -373,8 +410,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m wan_core.demo.train", description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True, type=Path, help="pack models/ folder (or any folder) to write into")
     ap.add_argument("--budget-minutes", type=float, default=None, help="wall-time cap for all stages (<= 90)")
-    ap.add_argument("--stage", choices=("all", "vae", "vae1", "dit"), default="all",
-                    help="vae1: only VAE phase 1, resuming from the VAE file in --out")
+    ap.add_argument("--stage", choices=("all", "vae", "vae1", "vae2", "dit", "dit2"), default="all",
+                    help="vae1 / vae2: resume the VAE file in --out at phase 1 / 2 (phase 2 keeps the encoder); "
+                         "dit2: a second DiT + text-encoder round on the files in --out")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--vae-steps", type=int, default=None)
     ap.add_argument("--dit-steps", type=int, default=None)
