@@ -33,7 +33,8 @@ def _add_generate(sub):
     p.add_argument("--schedule", default="official", choices=["official", "diffusers"])
     p.add_argument("--device", default="auto", help="auto (cuda if available, else cpu), cpu, cuda, cuda:1, mps ...")
     p.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16"],
-                   help="DiT/text-encoder weight dtype (default: as stored; the VAE stays as stored)")
+                   help="DiT/text-encoder weight dtype (default: as stored on GPUs, fp32 on the CPU; the VAE runs "
+                        "in fp32 on the CPU, as stored elsewhere)")
     p.add_argument("--offload", action="store_true", help="keep models on the CPU, move each to the device only while it runs")
     p.add_argument("--model-dir", help="ComfyUI models folder, diffusers folder or official Wan2.2 folder (auto-detected)")
     p.add_argument("--dit", help="DiT .safetensors (file, sharded index or folder)")
@@ -89,10 +90,15 @@ def cmd_generate(args) -> int:
 
         temporal = TemporalOptions.parse(args.temporal)
     validate_request(settings["width"], settings["height"], settings["num_frames"])  # fail before loading models
+    device = pick_device(args.device)
     dtype = {None: None, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+    on_cpu = device.type == "cpu"
+    if dtype is None and (use_demo or on_cpu):
+        dtype = torch.float32  # half-precision matmuls and convs are slow (or missing) on CPUs
     pipe = WanT2VPipeline.from_pretrained(args.model_dir, dit=args.dit, vae=args.vae, text_encoder=args.text_encoder,
-                                          tokenizer=args.tokenizer, device=pick_device(args.device), dtype=dtype,
-                                          offload=args.offload, verify=not args.no_verify)
+                                          tokenizer=args.tokenizer, device=device, dtype=dtype,
+                                          vae_dtype=torch.float32 if on_cpu else None, offload=args.offload,
+                                          verify=not args.no_verify)
     bar = tqdm(total=settings["num_inference_steps"], desc="sampling", unit="step", disable=None)
     frames = pipe(args.prompt, args.negative_prompt, callback=lambda d: bar.update(1), temporal=temporal, **settings)
     bar.close()

@@ -126,10 +126,11 @@ class WanT2VPipeline:
 
     @classmethod
     def from_pretrained(cls, path=None, *, dit=None, vae=None, text_encoder=None, tokenizer=None, device=None,
-                        dtype=None, offload: bool = False, verify: bool = True) -> "WanT2VPipeline":
+                        dtype=None, vae_dtype=None, offload: bool = False, verify: bool = True) -> "WanT2VPipeline":
         """Load from a model folder (ComfyUI layout, diffusers folder or official folder) and/or explicit files.
 
-        With no arguments at all the embedded tiny demo model shipped with the pack is used.
+        With no arguments at all the embedded tiny demo model shipped with the pack is used. dtype applies to the DiT
+        and the text encoder, vae_dtype to the VAE; None keeps the dtype stored in the file.
         """
         from .loading import load_dit, load_text_encoder, load_vae
         from .model_files import resolve_model_dir
@@ -152,7 +153,7 @@ class WanT2VPipeline:
         load_on = None if offload else device
         return cls(
             dit=load_dit(dit, device=load_on, dtype=dtype, verify=verify),
-            vae=load_vae(vae, device=load_on, verify=verify),
+            vae=load_vae(vae, device=load_on, dtype=vae_dtype, verify=verify),
             text_encoder=load_text_encoder(text_encoder, tokenizer=tokenizer, device=load_on, dtype=dtype, verify=verify),
             device=device, offload=offload)
 
