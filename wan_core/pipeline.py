@@ -178,7 +178,7 @@ class WanT2VPipeline:
         """Generate video(s): frames [T, H, W, 3] float in 0..1 for one prompt, [B, T, H, W, 3] for a list.
 
         output_type: "pt" (frames), "latent" (raw VAE latents [B, 48, T', H/16, W/16]).
-        temporal: a wan_core.temporal.TemporalOptions (flow-guided x0 smoothing, Enhance-A-Video gain); None = off.
+        temporal: a wan_core.temporal.options.TemporalOptions (flow-guided x0 smoothing, Enhance-A-Video gain); None = off.
         """
         if output_type not in ("pt", "latent"):
             raise ValueError(f"output_type must be 'pt' or 'latent' (got {output_type!r})")
