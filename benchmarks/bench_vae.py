@@ -139,8 +139,8 @@ def main() -> None:
                 r = res[side] = json.loads(proc.stdout.strip().splitlines()[-1])
                 print(f"{name:8} {str(shape):18} {side:9} {r['wall']:7.2f} {r['cpu']:7.2f} "
                       f"{r['peak_delta'] / mib:9.1f} {r['maxrss'] / mib:10.1f}")
-            a = torch.load(os.path.join(workdir, f"{name}_ours_out.pt"))
-            b = torch.load(os.path.join(workdir, f"{name}_diffusers_out.pt"))
+            a = torch.load(os.path.join(workdir, f"{name}_ours_out.pt"), weights_only=True)
+            b = torch.load(os.path.join(workdir, f"{name}_diffusers_out.pt"), weights_only=True)
             o, d = res["ours"], res["diffusers"]
             print(f"{name:8} ours/diffusers: wall {o['wall'] / d['wall']:.2f}x, cpu {o['cpu'] / d['cpu']:.2f}x, "
                   f"peak increase {o['peak_delta'] / max(d['peak_delta'], 1):.2f}x; "

@@ -24,6 +24,7 @@ import torch
 from einops import rearrange
 
 from ..model import DiTHooks
+from ..schedules import step_window
 
 log = logging.getLogger(__name__)
 
@@ -86,24 +87,6 @@ def enhance_hook(weight: float | Callable[[], float]) -> SelfAttnHook:
         return out * gain.to(out.dtype).view(-1, 1, 1, 1)  # out [B, L, heads, D]
 
     return hook
-
-
-def step_window(sigmas: torch.Tensor, start: float, end: float) -> tuple[float, float]:
-    """(sigma_hi, sigma_lo) bounding the fractions [start, end) of a schedule: active when lo < sigma <= hi.
-
-    sigmas is the sampler's schedule (1-D, decreasing, usually ending in 0); fractions count steps.
-    """
-    if not 0.0 <= start < end <= 1.0:
-        raise ValueError(f"need 0 <= start < end <= 1 as fractions of the schedule (got start={start}, end={end})")
-    sig = sigmas.detach().to("cpu", torch.float64).flatten().tolist()
-    if len(sig) < 2:
-        raise ValueError(f"sigmas must hold at least 2 entries (got {len(sig)})")
-    n = len(sig) - 1
-    hi, lo = sig[round(start * n)], sig[round(end * n)]
-    if not hi > lo:
-        raise ValueError(f"the window [{start}, {end}] of this {n}-step schedule holds no step (sigma {hi} .. {lo}); "
-                         "widen it or use more steps")
-    return hi, lo
 
 
 class _Gate:

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
+from ..schedules import step_window
 from .flow import FlowConfig, bidirectional_flow, occlusion_mask, warp
 
 log = logging.getLogger(__name__)
@@ -125,14 +126,7 @@ def flow_smoothed(
         raise ValueError(f"need 0 <= start < end <= 1 as fractions of the schedule (got start={start}, end={end})")
     if strength == 0:
         return model_fn
-    sig = sigmas.detach().to("cpu", torch.float64).flatten().tolist()
-    if len(sig) < 2:
-        raise ValueError(f"sigmas must hold at least 2 entries (got {len(sig)})")
-    n = len(sig) - 1
-    s_hi, s_lo = sig[round(start * n)], sig[round(end * n)]
-    if not s_hi > s_lo:
-        raise ValueError(f"the window [{start}, {end}] of this {n}-step schedule is empty (sigma {s_hi} .. {s_lo}); "
-                         "widen it or use more steps")
+    s_hi, s_lo = step_window(sigmas, start, end)
 
     def smoothed(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         x0 = model_fn(x, sigma)
