@@ -2,6 +2,8 @@
 import json
 import shutil
 
+from pathlib import Path
+
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -62,8 +64,11 @@ def test_node_definitions_are_complete():
 
 
 def test_loader_dropdowns_list_model_files(host):
-    assert N["WanT2VModelLoader"].INPUT_TYPES()["required"]["model_name"][0] == ["not_a_dit.safetensors",
-                                                                                  "tiny_dit.safetensors"]
+    from wan_core.demo import DEMO_FILES, PACK_ROOT
+
+    shipped = Path(PACK_ROOT, DEMO_FILES["dit"])  # the pack's own models/ folder is listed too
+    expected = ["not_a_dit.safetensors", "tiny_dit.safetensors"] + ([shipped.name] if shipped.is_file() else [])
+    assert N["WanT2VModelLoader"].INPUT_TYPES()["required"]["model_name"][0] == expected
 
 
 def test_loader_refuses_wrong_kind_and_missing_file(host):
