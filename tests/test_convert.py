@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from tests.tiny_models import TINY_DIT, tiny_dit_state_dict, tiny_vae_state_dict, write
+from tests.tiny_models import TINY_DIT, write
 from wan_core.convert import KEY_MAPS, convert, strip_prefix, to_format
 from wan_core.integrity import IntegrityError
 from wan_core.loading import CheckpointError, WrongModelKindError, load_dit, load_vae, read_state_dict
@@ -16,9 +16,7 @@ diffusers = pytest.importorskip("diffusers", reason="diffusers models define the
 transformers = pytest.importorskip("transformers", reason="transformers defines the umT5 key layout")
 
 
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("WAN_CORE_CACHE", str(tmp_path / "hash-cache"))
+pytestmark = pytest.mark.usefixtures("hash_cache")
 
 
 class NotATensor:
@@ -27,16 +25,6 @@ class NotATensor:
 
 def shapes(sd):
     return {k: tuple(v.shape) for k, v in sd.items()}
-
-
-@pytest.fixture(scope="module")
-def dit_sd():
-    return tiny_dit_state_dict()
-
-
-@pytest.fixture(scope="module")
-def vae_sd():
-    return tiny_vae_state_dict()
 
 
 @pytest.fixture(scope="module")

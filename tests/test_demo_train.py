@@ -5,6 +5,7 @@ from dataclasses import replace
 import pytest
 import torch
 
+from tests._temporal_synth import one_thread
 from wan_core.config import WanConfig
 from wan_core.demo.captions import caption
 from wan_core.demo.compact_text import compact_text
@@ -21,13 +22,7 @@ from wan_core.vae import WanVAE
 CFG = TrainConfig.smoke()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Training runs single-threaded (OpenMP barriers stall on a busy 2-core machine); so do these tests."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+single_thread = pytest.fixture(scope="module", autouse=True)(one_thread)  # small kernels: no OpenMP contention
 
 
 @pytest.fixture(scope="module")

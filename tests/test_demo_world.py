@@ -2,19 +2,14 @@
 import pytest
 import torch
 
+from tests._temporal_synth import one_thread
 from wan_core.demo.captions import LANGS, caption, parse_caption, scene_attributes
 from wan_core.demo.evaluate import detect, evaluate, ground_truth, held_out_cases, score, temporal_metrics
 from wan_core.demo.world import (BACKGROUND_COLOURS, HELD_OUT, MOTIONS, OBJECT_COLOURS, SHAPES, SIZES, make_clip,
                                  render, sample_scene)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Single-threaded: OpenMP barriers stall on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+single_thread = pytest.fixture(scope="module", autouse=True)(one_thread)  # small kernels: no OpenMP contention
 
 
 def test_world_covers_the_required_attributes():

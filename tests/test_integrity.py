@@ -11,9 +11,7 @@ from wan_core import integrity
 from wan_core.integrity import IntegrityError, read_sidecar, sha256_file, verify_file, write_sidecar
 
 
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("WAN_CORE_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("hash_cache")
 
 
 @pytest.fixture
@@ -38,7 +36,7 @@ def test_cache_hit_does_not_reread(blob, monkeypatch, tmp_path):
     assert sha256_file(path) == want
     assert sha256_file(path) == want
     assert len(calls) == 1
-    assert (tmp_path / "cache" / integrity.CACHE_FILE).is_file()
+    assert (tmp_path / "hash-cache" / integrity.CACHE_FILE).is_file()
 
 
 def test_cache_invalidated_by_mtime_and_content(blob, monkeypatch):

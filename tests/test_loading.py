@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tests.tiny_models import tiny_dit_state_dict, tiny_t5_state_dict, tiny_vae_state_dict, write
+from tests.tiny_models import tiny_t5_state_dict, write
 from wan_core import loading
 from wan_core.convert import to_format
 from wan_core.integrity import IntegrityError
@@ -17,19 +17,7 @@ from wan_core.loading import (CheckpointError, WrongModelKindError, detect_forma
 from wan_core.model_files import ModelFiles, file_kind, resolve_model_dir
 
 
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("WAN_CORE_CACHE", str(tmp_path / "hash-cache"))
-
-
-@pytest.fixture(scope="module")
-def dit_sd():
-    return tiny_dit_state_dict()
-
-
-@pytest.fixture(scope="module")
-def vae_sd():
-    return tiny_vae_state_dict()
+pytestmark = pytest.mark.usefixtures("hash_cache")
 
 
 @pytest.fixture(scope="module")
