@@ -18,12 +18,16 @@ from __future__ import annotations
 import argparse
 import fractions
 import math
+import sys
 import time
+from pathlib import Path
 
 import av
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout: python benchmarks/...
 
 from wan_core.temporal.interpolate import InterpConfig, interpolate_frames
 
