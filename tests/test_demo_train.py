@@ -10,7 +10,7 @@ from wan_core.config import WanConfig
 from wan_core.demo.captions import caption
 from wan_core.demo.compact_text import compact_text
 from wan_core.demo.export import save_dit, save_text_encoder, save_vae
-from wan_core.demo.train import (TrainConfig, _vae_batch, build_text_encoder, encode_text_train, flow_loss,
+from wan_core.demo.train import (TrainConfig, _vae_batch, object_coverage, build_text_encoder, encode_text_train, flow_loss,
                                  train_demo_tokenizer, vae_losses)
 from wan_core.demo.world import sample_scene
 from wan_core.integrity import read_sidecar, sha256_file
@@ -28,6 +28,12 @@ single_thread = pytest.fixture(scope="module", autouse=True)(one_thread)  # smal
 @pytest.fixture(scope="module")
 def tokenizer():
     return train_demo_tokenizer(CFG)
+
+
+def _dit_and_text(tokenizer):
+    """A fresh seeded smoke-size DiT and umT5 with a batch of two latents."""
+    torch.manual_seed(0)
+    return WanTransformer(CFG.dit), build_text_encoder(CFG.t5, tokenizer.vocab_size), torch.randn(2, 48, 2, 4, 4)
 
 
 def _steps(params, loss_fn, n=8, lr=3e-3):
@@ -62,10 +68,7 @@ def test_vae_steps_reduce_the_loss():
 
 
 def test_dit_and_text_encoder_steps_reduce_the_flow_loss(tokenizer):
-    torch.manual_seed(0)
-    dit = WanTransformer(CFG.dit)
-    text = build_text_encoder(CFG.t5, tokenizer.vocab_size)
-    x0 = torch.randn(2, 48, 2, 4, 4)
+    dit, text, x0 = _dit_and_text(tokenizer)
     prompts = ["a red circle moving left on a blue background", "蓝色背景上，一个红色的圆形向左移动"]
 
     def loss():
@@ -73,6 +76,31 @@ def test_dit_and_text_encoder_steps_reduce_the_flow_loss(tokenizer):
     before, after = _steps(list(dit.parameters()) + list(text.parameters()), loss)
     assert after < 0.9 * before
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in text.parameters())  # text gets trained too
+
+
+def test_object_coverage_marks_the_object_on_the_latent_grid():
+    from wan_core.demo.world import make_clip
+    frames, scene = make_clip(4, triple=("red", "square", "static"), n_objects=1, aspect="1:1", exclude=())
+    cover = object_coverage(frames, (7, 8, 8))
+    o = scene.objects[0]
+    cy, cx = int(o.y * scene.height / 16), int(o.x * scene.width / 16)
+    assert cover.shape == (7, 8, 8) and cover[:, cy, cx].min() > 0.9  # the object's centre is fully covered
+    assert cover[:, 0, 0].max() == 0 or cover[:, 7, 7].max() == 0  # a corner far from it is not
+    assert 0.05 < cover.mean() < 0.4
+
+
+def test_object_weighted_flow_loss_reduces_to_plain_mse_without_objects(tokenizer):
+    dit, text, x0 = _dit_and_text(tokenizer)
+    prompts = ["a red circle", "a blue square"]
+
+    def loss(cover):
+        with torch.no_grad():
+            return flow_loss(dit, text, tokenizer, x0, prompts, CFG, torch.Generator().manual_seed(0), cover=cover)
+    plain = loss(None)
+    assert torch.allclose(loss(torch.zeros(2, 2, 4, 4)), plain)
+    cover = torch.zeros(2, 2, 4, 4)
+    cover[:, :, :2] = 1.0
+    assert not torch.allclose(loss(cover), plain)  # the covered half now counts (1 + object_weight) times
 
 
 def test_compact_text_matches_full_padding():

@@ -73,6 +73,18 @@ def test_evaluator_detects_wrong_attributes():
     assert still["detected"][2] == "static" and not still["motion"]
 
 
+@pytest.mark.parametrize("shape", ["circle", "square", "triangle"])
+def test_shape_survives_the_blur_of_a_lossy_decoder(shape):
+    """A 17x17 box blur rounds every corner and fattens the shape, as the tiny VAE does (template IoU then called
+    the triangle a square); the bounding-box features must still name the shape."""
+    frames, _ = make_clip(3, triple=("white", shape, "static"), n_objects=1, background="black", aspect="1:1",
+                          exclude=())
+    img = frames[:1].permute(0, 3, 1, 2)
+    blurred = torch.nn.functional.avg_pool2d(img, 17, stride=1, padding=8, count_include_pad=False)
+    clip = blurred.permute(0, 2, 3, 1).expand(5, -1, -1, -1)
+    assert detect(clip)[0].shape == shape
+
+
 def test_temporal_metrics():
     frames, _ = make_clip(7, triple=("white", "square", "right"), n_objects=1, background="black", exclude=())
     m = temporal_metrics(frames)

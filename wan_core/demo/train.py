@@ -65,10 +65,10 @@ class TrainConfig:
     tokenizer_sentences: int = 6000
     vae: VAEConfig = VAEConfig(base_dim=8, decoder_base_dim=12, z_dim=48, dim_mult=(1, 2, 2), num_res_blocks=1,
                                temporal_downsample=(True, True), patch_size=4)
-    vae_steps: int = 2000
+    vae_steps: int = 1500
     vae_batch: int = 2
     vae_frames: int = 9  # 1 + 4 + 4: the first chunk, and cached chunks that follow a full chunk
-    vae_crop: int = 64  # pixels; random crops near an object (the networks are convolutional)
+    vae_crop: int = 96  # pixels; random crops near an object (the networks are convolutional)
     vae_long_steps: int = 500  # phase 1: whole 25-frame clips
     vae_long_frames: int = 25
     vae_decoder_steps: int = 1200  # phase 2: decoder only
@@ -77,12 +77,13 @@ class TrainConfig:
     vae_moment_weight: float = 0.1
     t5: T5Spec = T5Spec()
     dit: WanConfig = WanConfig(dim=128, ffn_dim=512, num_heads=1, num_layers=6, in_dim=48, out_dim=48, text_dim=128)
-    clips: int = 2000  # latent cache size
-    dit_steps: int = 6000
+    clips: int = 3000  # latent cache size
+    dit_steps: int = 12000
     dit_batch: int = 8
     dit_lr: float = 1e-3
     shift: float = 3.0  # training sigma shift (also the demo's sampling shift)
-    shift_round2: float = 6.0  # the second DiT round trains more at high noise, where the prompt decides the layout
+    shift_round2: float = 6.0  # an optional second DiT round (--stage dit2) trains more at high noise
+    object_weight: float = 3.0  # flow-loss weight of latent pixels covered by an object: 1 + this * coverage
     drop_caption: float = 0.1  # probability of "" / the default negative prompt (the CFG branch)
     warmup: int = 50
 
@@ -265,8 +266,20 @@ def encode_text_train(model, tokenizer: SpieceTokenizer, prompts: list[str]) -> 
 
 
 @torch.no_grad()
+def object_coverage(frames: torch.Tensor, latent_shape) -> torch.Tensor:
+    """Fraction of each latent pixel's footprint covered by an object: frames [T, H, W, 3] (0..1) -> [T', h, w].
+    Latent frame 0 is video frame 0, latent frame k the 4 frames 4k-3..4k (the causal VAE's chunks)."""
+    fg = foreground(frames).float()  # [T, H, W]
+    tl, h, w = latent_shape
+    groups = [fg[:1]] + [fg[4 * k - 3:4 * k + 1] for k in range(1, tl)]
+    per_frame = torch.stack([g.amax(dim=0) for g in groups])  # [T', H, W] covered at any time in the chunk
+    return F.adaptive_avg_pool2d(per_frame[:, None], (h, w))[:, 0]
+
+
+@torch.no_grad()
 def cache_latents(vae: WanVAE, cfg: TrainConfig, minutes: float | None = None, batch: int = 8) -> dict[str, list]:
-    """Encode cfg.clips training clips once (batched per aspect) -> {aspect: [(normalised latent [C, T', h, w], scene)]}."""
+    """Encode cfg.clips training clips once (batched per aspect) -> {aspect: [(normalised latent [C, T', h, w], scene,
+    object coverage [T', h, w])]}."""
     pools: dict[str, list] = {a: [] for a in SIZES}
     waiting: dict[str, list] = {a: [] for a in SIZES}
     t0 = time.perf_counter()
@@ -275,7 +288,8 @@ def cache_latents(vae: WanVAE, cfg: TrainConfig, minutes: float | None = None, b
         scenes = waiting[aspect]
         video = torch.stack([render(sc) for sc in scenes])  # [B, T, H, W, 3]
         z = normalize_latents(vae.encode(rearrange(video, "b t h w c -> b c t h w") * 2 - 1))
-        pools[aspect].extend(zip(z, scenes))
+        cover = [object_coverage(v, z.shape[2:]) for v in video]
+        pools[aspect].extend(zip(z, scenes, cover))
         waiting[aspect] = []
 
     for i in range(cfg.clips):
@@ -305,8 +319,10 @@ def _prompt(scene, rng: random.Random, cfg: TrainConfig) -> str:
 
 
 def flow_loss(dit: WanTransformer, text_model, tokenizer, x0: torch.Tensor, prompts: list[str], cfg: TrainConfig,
-              gen: torch.Generator, shift: float | None = None) -> torch.Tensor:
-    """Flow-matching MSE on a batch of normalised latents x0 [B, C, T', h, w]."""
+              gen: torch.Generator, shift: float | None = None, cover: torch.Tensor | None = None) -> torch.Tensor:
+    """Flow-matching MSE on a batch of normalised latents x0 [B, C, T', h, w]; `cover` [B, T', h, w] (object
+    coverage) weights latent pixels by 1 + cfg.object_weight * cover, so the small objects the prompt names are
+    not drowned by the background."""
     b = x0.shape[0]
     u = torch.rand(b, generator=gen)
     s = shift_sigma(u, shift or cfg.shift).clamp(0.0, 0.999)  # [B] sigma, the inference distribution of timesteps
@@ -316,7 +332,11 @@ def flow_loss(dit: WanTransformer, text_model, tokenizer, x0: torch.Tensor, prom
     context = encode_text_train(text_model, tokenizer, prompts)
     with compact_text(dit, context.shape[1]):
         v = dit(xs, sigma_to_timestep(s), context)
-    return F.mse_loss(v, noise - x0)
+    err = (v - (noise - x0)).pow(2).mean(dim=1)  # [B, T', h, w]
+    if cover is None:
+        return err.mean()
+    weight = 1 + cfg.object_weight * cover.to(err)
+    return (weight * err).sum() / weight.sum()
 
 
 def train_dit(cfg: TrainConfig, pools: dict, tokenizer: SpieceTokenizer, minutes: float | None = None, *,
@@ -336,9 +356,9 @@ def train_dit(cfg: TrainConfig, pools: dict, tokenizer: SpieceTokenizer, minutes
             g["lr"] = lr * _lr(step, clock.plan(step), cfg.warmup)
         pool = pools[aspects[step % len(aspects)]]
         items = [pool[rng.randrange(len(pool))] for _ in range(cfg.dit_batch)]
-        x0 = torch.stack([z for z, _ in items])  # [B, C, T', h, w]
-        loss = flow_loss(dit, text_model, tokenizer, x0, [_prompt(sc, rng, cfg) for _, sc in items], cfg, gen,
-                         shift=cfg.shift_round2 if resume else cfg.shift)
+        x0 = torch.stack([z for z, _, _ in items])  # [B, C, T', h, w]
+        loss = flow_loss(dit, text_model, tokenizer, x0, [_prompt(sc, rng, cfg) for _, sc, _ in items], cfg, gen,
+                         shift=cfg.shift_round2 if resume else cfg.shift, cover=torch.stack([c for _, _, c in items]))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -47,6 +47,7 @@ MOTIONS: dict[str, tuple[float, float]] = {
 # (width, height) per aspect ratio: multiples of 32 (VAE stride 16 x DiT patch 2), short side 128.
 SIZES: dict[str, tuple[int, int]] = {"1:1": (128, 128), "16:9": (224, 128), "9:16": (128, 224)}
 FRAMES = 25  # 4k+1 -> 7 latent frames
+SINGLE_SPREAD = 0.3  # how far from the middle of its free range a single object may start (fraction of the range)
 
 # Colour+shape+motion triples never drawn for training; the evaluation prompts use them. Together they cover
 # every colour, shape and motion, while each pair of their attributes still occurs in training.
@@ -107,15 +108,24 @@ class Scene:
                 raise ValueError(f"object colour {o.colour!r} equals the background colour; choose another")
 
 
-def _place(rng: random.Random, motion: str, size: float, width: int, height: int, travel: float):
-    """Start centre (fractions) such that the whole object stays inside the frame for the whole path."""
+def _place(rng: random.Random, motion: str, size: float, width: int, height: int, travel: float,
+           spread: float = 1.0):
+    """Start centre (fractions) such that the whole object stays inside the frame for the whole path.
+
+    spread 1 draws the start anywhere it fits; smaller values keep it near the middle of the free range, so the
+    path is roughly centred in the frame (a single object: where it starts follows from its motion, which a tiny
+    model learns far more easily than an arbitrary placement)."""
     short = min(width, height)
     dx, dy = MOTIONS[motion]
     r = size * short * 1.05
     path_x, path_y = dx * travel * short, dy * travel * short
     lo_x, hi_x = r + max(0.0, -path_x), width - r - max(0.0, path_x)
     lo_y, hi_y = r + max(0.0, -path_y), height - r - max(0.0, path_y)
-    return rng.uniform(lo_x, hi_x) / width, rng.uniform(lo_y, hi_y) / height
+
+    def pick(lo: float, hi: float) -> float:
+        mid, half = (lo + hi) / 2, max(0.0, hi - lo) / 2 * spread
+        return rng.uniform(mid - half, mid + half)
+    return pick(lo_x, hi_x) / width, pick(lo_y, hi_y) / height
 
 
 def sample_scene(seed: int, *, aspect: str | None = None, n_objects: int | None = None,
@@ -148,9 +158,11 @@ def sample_scene(seed: int, *, aspect: str | None = None, n_objects: int | None 
             if ((colour, shape, motion) in excluded or colour == background
                     or any(colour == o.colour for o in objects)):
                 continue
-        size = rng.uniform(0.13, 0.18) if n_objects == 1 else rng.uniform(0.11, 0.14)
-        travel = rng.uniform(0.4, 0.55) if n_objects == 1 else rng.uniform(0.3, 0.4)
-        x, y = _place(rng, motion, size, width, height, travel)
+        if n_objects == 1:  # large and near the middle: readable after a 16x VAE, and easy to place
+            size, travel, spread = rng.uniform(0.19, 0.23), rng.uniform(0.3, 0.4), SINGLE_SPREAD
+        else:
+            size, travel, spread = rng.uniform(0.12, 0.15), rng.uniform(0.25, 0.35), 1.0
+        x, y = _place(rng, motion, size, width, height, travel, spread)
         objects.append(ObjectSpec(colour, shape, motion, size=size, x=x, y=y, travel=travel))
     return Scene(tuple(objects), background, two_tone, width, height, frames)
 
