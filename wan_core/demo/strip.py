@@ -1,9 +1,23 @@
-"""Frame strips (PNG) of demo videos: one row per video, every k-th frame, for docs and eyeballing."""
+"""Frame strips (PNG) of demo videos: one row per video, evenly spaced frames, for docs and eyeballing.
+
+    python -m wan_core.demo.strip -o docs/demo_strip.png                        # the demo model on STRIP_PROMPTS
+    python -m wan_core.demo.strip -o docs/temporal_strip.png --temporal on      # each prompt plain, then with options
+"""
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import torch
+
+# (prompt, aspect) rows of the README strips: the README command, then three held-out colour+shape+motion triples;
+# both languages, all aspects.
+STRIP_PROMPTS: tuple[tuple[str, str], ...] = (
+    ("a red circle moving to the right on a blue background", "1:1"),
+    ("绿色背景上，一个橙色的正方形向右移动", "16:9"),
+    ("a yellow circle staying still on a black background", "1:1"),
+    ("灰色背景上，一个蓝色的三角形向上移动", "9:16"),
+)
 
 
 def strip_image(videos: list[torch.Tensor], *, frames: int = 7, gap: int = 2) -> torch.Tensor:
@@ -26,3 +40,36 @@ def save_strip(videos: list[torch.Tensor], path, **kwargs) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(strip_image(videos, **kwargs).numpy()).save(path)
     return path
+
+
+def main(argv=None) -> int:
+    from . import DEMO_DEFAULTS as d
+    from . import load_demo_pipeline
+    from .world import SIZES
+
+    ap = argparse.ArgumentParser(prog="python -m wan_core.demo.strip", description=__doc__.splitlines()[0])
+    ap.add_argument("-o", "--output", required=True, type=Path, help="PNG to write")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--temporal", default=None,
+                    help="TemporalOptions spec (e.g. 'on'): every prompt gets a plain row, then a row with them")
+    ap.add_argument("--models", default=None, help="pack root holding models/ (default: this pack)")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    temporal = None
+    if args.temporal:
+        from ..temporal.options import TemporalOptions
+        temporal = TemporalOptions.parse(args.temporal)
+    pipe = load_demo_pipeline(args.models)
+    videos = []
+    for prompt, aspect in STRIP_PROMPTS:
+        width, height = SIZES[aspect]
+        for opts in ((None, temporal) if temporal is not None else (None,)):
+            videos.append(pipe(prompt, width=width, height=height, num_frames=d.num_frames, seed=args.seed,
+                               num_inference_steps=d.steps, guidance_scale=d.guidance_scale, shift=d.shift,
+                               sampler=d.sampler, temporal=opts))
+    print(save_strip(videos, args.output))  # noqa: T201 - the CLI's output
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
