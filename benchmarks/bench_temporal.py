@@ -36,7 +36,7 @@ from wan_core.demo.evaluate import held_out_cases, score  # noqa: E402
 from wan_core.geometry import WAN22_VAE, latent_shape  # noqa: E402
 from wan_core.pipeline import sample_latents  # noqa: E402
 from wan_core.temporal.metrics import video_metrics  # noqa: E402
-from wan_core.temporal.options import TemporalOptions, build  # noqa: E402
+from wan_core.temporal.options import TemporalOptions, build, noise_transform  # noqa: E402
 
 log = logging.getLogger("bench_temporal")
 
@@ -96,7 +96,8 @@ def run_one(models: Models, prompt: str, scene, seed: int, options: TemporalOpti
     wrappers, hooks = build(options)
     t0 = time.perf_counter()
     z = sample_latents(models.dit, ctx, neg, latent, seed=seed, steps=args.steps, cfg=args.cfg, shift=args.shift,
-                       sampler=args.sampler, model_wrappers=wrappers, hooks=hooks)
+                       sampler=args.sampler, model_wrappers=wrappers, hooks=hooks,
+                       noise_transform=noise_transform(options))
     seconds = time.perf_counter() - t0
     video = models.vae.decode(z)  # [1, 3, T, H, W] in -1..1
     frames = ((video[0].float() + 1) / 2).clamp(0, 1).permute(1, 2, 3, 0).contiguous()  # [T, H, W, 3]

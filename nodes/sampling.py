@@ -12,7 +12,7 @@ from typing import Any, Callable
 from wan_core.pipeline import sample_latents
 from wan_core.sampling import SAMPLERS
 from wan_core.schedules import denoise_sigmas, flow_sigmas
-from wan_core.temporal.options import build as build_temporal, combine_hooks
+from wan_core.temporal.options import build as build_temporal, combine_hooks, noise_transform
 
 from .common import declared_range_error
 from .host import get_host
@@ -90,5 +90,5 @@ class WanT2VSampler:
             conditioning_tensor(negative, "negative").to(device) if cfg != 1.0 else None,
             latent["samples"].to(device), seed=seed, steps=steps, cfg=cfg, shift=shift, sampler=sampler,
             denoise=denoise, callback=host.sampling_callback(total), model_wrappers=options.model_wrappers + wrappers,
-            hooks=combine_hooks(options.hooks, hooks))
+            hooks=combine_hooks(options.hooks, hooks), noise_transform=noise_transform(temporal))
         return ({**latent, "samples": samples.to(host.intermediate_device())},)

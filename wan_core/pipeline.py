@@ -61,11 +61,12 @@ def sample_latents(dit: torch.nn.Module, context: torch.Tensor, neg_context: tor
                    sampler: str = "unipc", schedule: str = "official", denoise: float = 1.0,
                    sigmas: torch.Tensor | None = None, noise: torch.Tensor | None = None,
                    callback: Callable | None = None, model_wrappers: Sequence[ModelWrapper] = (),
-                   hooks=None) -> torch.Tensor:
+                   hooks=None, noise_transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """Sample a raw (VAE-space) latent [B, C, T, H, W] like `latent_raw` (its values are used only when denoise < 1).
 
     context/neg_context: [1 or B, L, text_dim] prompt embeddings (zero-padded). `sigmas` overrides steps/shift/schedule/denoise.
     model_wrappers: callables (model_fn, sigmas) -> model_fn applied in order (temporal-consistency options plug in here).
+    noise_transform: applied to the seeded (or given) initial noise, e.g. a temporally correlated noise prior.
     """
     if cfg < 0:
         raise ValueError(f"cfg (guidance scale) must be >= 0 (got {cfg}); 5.0 is the official value, 1.0 disables guidance")
@@ -76,6 +77,8 @@ def sample_latents(dit: torch.nn.Module, context: torch.Tensor, neg_context: tor
     if noise is None:
         noise = initial_noise(tuple(latent_raw.shape), seed, device=latent_raw.device)
     noise = noise.to(latent_raw.device, torch.float32)
+    if noise_transform is not None:
+        noise = noise_transform(noise)
     if (denoise >= 1.0 and explicit_sigmas is None) or not latent_raw.any():
         x = noise  # text-to-video starts from pure noise, as the official and diffusers loops do
     else:  # partial denoise of a given latent (video-to-video), ComfyUI's convention
@@ -178,14 +181,17 @@ class WanT2VPipeline:
         """Generate video(s): frames [T, H, W, 3] float in 0..1 for one prompt, [B, T, H, W, 3] for a list.
 
         output_type: "pt" (frames), "latent" (raw VAE latents [B, 48, T', H/16, W/16]).
-        temporal: a wan_core.temporal.options.TemporalOptions (flow-guided x0 smoothing, Enhance-A-Video gain); None = off.
+        temporal: a wan_core.temporal.options.TemporalOptions (flow-guided x0 smoothing, Enhance-A-Video gain,
+            correlated initial noise); None = off.
         """
         if output_type not in ("pt", "latent"):
             raise ValueError(f"output_type must be 'pt' or 'latent' (got {output_type!r})")
         validate_request(width, height, num_frames, WAN22_VAE, tuple(self.dit.cfg.patch_size))
+        shape_noise = None
         if temporal is not None:
-            from .temporal.options import build, combine_hooks
+            from .temporal.options import build, combine_hooks, noise_transform
 
+            shape_noise = noise_transform(temporal)
             extra_wrappers, extra_hooks = build(temporal)
             model_wrappers, hooks = (*extra_wrappers, *model_wrappers), combine_hooks(extra_hooks, hooks)
         context, neg = self.encode_prompt(prompt, negative_prompt)
@@ -195,7 +201,8 @@ class WanT2VPipeline:
         with self._stage(self.dit):
             z = sample_latents(self.dit, context, neg if guidance_scale != 1.0 else None, latent, seed=seed,
                                steps=num_inference_steps, cfg=guidance_scale, shift=shift, sampler=sampler,
-                               schedule=schedule, callback=callback, model_wrappers=model_wrappers, hooks=hooks)
+                               schedule=schedule, callback=callback, model_wrappers=model_wrappers, hooks=hooks,
+                               noise_transform=shape_noise)
         if output_type == "latent":
             return z
         with self._stage(self.vae):

@@ -4,12 +4,14 @@
     wrappers, hooks = build(opts)                                      # all off by default -> ((), None)
     sample_latents(..., model_wrappers=wrappers, hooks=hooks)
 
-Two training-free, weight-free options, both off by default (0):
+Three training-free, weight-free options, all off by default (0):
 - flow-guided smoothing of the predicted clean latent (wan_core.temporal.guided.flow_smoothed), a model_fn wrapper
   active between fractions flow_start and flow_end of the steps, decaying to 0 at flow_end;
 - the Enhance-A-Video cross-frame attention gain (wan_core.temporal.enhance), a DiT self-attention hook, active
-  between fractions enhance_start and enhance_end of the steps.
-All-zero options build to ((), None), so sampling is bit-identical to the plain sampler.
+  between fractions enhance_start and enhance_end of the steps;
+- a temporally correlated initial noise (wan_core.temporal.noise_prior): `noise_transform(opts)` gives the function
+  sample_latents applies to the seeded noise, so any two latent frames start correlated by noise_share.
+All-zero options build to ((), None) and no noise transform, so sampling is bit-identical to the plain sampler.
 """
 from __future__ import annotations
 
@@ -22,11 +24,11 @@ import torch
 from ..model import DiTHooks
 from .enhance import enhance_a_video
 
-__all__ = ["TemporalOptions", "build", "combine_hooks", "PRESETS"]
+__all__ = ["TemporalOptions", "build", "noise_transform", "combine_hooks", "PRESETS"]
 
 ModelWrapper = Callable[[Callable, torch.Tensor], Callable]
 
-_ALIASES = {"flow": "flow_strength", "enhance_weight": "enhance"}
+_ALIASES = {"flow": "flow_strength", "enhance_weight": "enhance", "noise": "noise_share"}
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class TemporalOptions:
     enhance: float = 0.0  # Enhance-A-Video temperature, >= 0 (0 off; 1-4 typical)
     enhance_start: float = 0.0  # the attention gain is applied from this fraction of the steps ...
     enhance_end: float = 1.0  # ... up to this one
+    noise_share: float = 0.0  # correlation of the initial noise between any two latent frames, 0..1 (0 off)
 
     def __post_init__(self):
         for f in fields(self):
@@ -48,6 +51,9 @@ class TemporalOptions:
         if not 0.0 <= self.flow_strength <= 1.0:
             raise ValueError(f"TemporalOptions.flow_strength must be in [0, 1] (got {self.flow_strength}); "
                              "0 disables, 0.3-0.5 is typical")
+        if not 0.0 <= self.noise_share < 1.0:
+            raise ValueError(f"TemporalOptions.noise_share must be in [0, 1) (got {self.noise_share}); 0 disables, "
+                             "0.2-0.5 is typical, 1 would give every frame the same noise")
         if self.enhance < 0.0:
             raise ValueError(f"TemporalOptions.enhance must be >= 0 (got {self.enhance}); 0 disables, 1-4 is typical")
         for name in ("flow", "enhance"):
@@ -59,7 +65,7 @@ class TemporalOptions:
     @property
     def enabled(self) -> bool:
         """True when any option changes sampling."""
-        return self.flow_strength > 0.0 or self.enhance > 0.0
+        return self.flow_strength > 0.0 or self.enhance > 0.0 or self.noise_share > 0.0
 
     @classmethod
     def parse(cls, spec: str) -> "TemporalOptions":
@@ -102,6 +108,16 @@ PRESETS = {
     "flow": TemporalOptions(flow_strength=0.8, flow_start=0.0, flow_end=0.8),
     "enhance": TemporalOptions(enhance=1.0, enhance_end=0.5),
 }
+
+
+def noise_transform(options: Optional[TemporalOptions]) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
+    """The initial-noise transform for sample_latents(noise_transform=...), or None when noise_share is 0."""
+    if options is None or options.noise_share <= 0.0:
+        return None
+    from .noise_prior import shared_frame_noise
+
+    share = options.noise_share
+    return lambda noise: shared_frame_noise(noise, share)
 
 
 def combine_hooks(*hooks: Optional[DiTHooks]) -> Optional[DiTHooks]:
