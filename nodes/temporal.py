@@ -17,7 +17,8 @@ class WanT2VTemporalSettings:
     DESCRIPTION = ("Temporal-consistency options for WanT2V Sampler (plug into its 'temporal' input). Flow-guided "
                    "smoothing pulls the low spatial frequencies of the predicted clean latent towards its flow-warped "
                    "neighbour frames in the middle of the schedule; Enhance-A-Video scales self-attention by the "
-                   "cross-frame attention intensity. Training-free, no extra model evaluations; 0 turns each off.")
+                   "cross-frame attention intensity; noise_share correlates the initial noise across frames. "
+                   "Training-free, no extra model evaluations; 0 turns each off.")
     CATEGORY = "WanT2V"
     RETURN_TYPES = (TEMPORAL_TYPE,)
     RETURN_NAMES = ("temporal",)
@@ -37,11 +38,16 @@ class WanT2VTemporalSettings:
                                   "Enhance-A-Video temperature (0 off; 1-4 typical; high values over-smooth and cost motion)."}),
             "enhance_start": _fraction(0.0, "Fraction of the steps where the attention gain starts."),
             "enhance_end": _fraction(0.5, "Fraction of the steps where the attention gain stops."),
+        }, "optional": {
+            "noise_share": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 0.95, "step": 0.05, "tooltip":
+                                      "Correlation of the initial noise between latent frames (0 off). Starts every "
+                                      "frame from partly the same noise: steadier video, somewhat less motion."}),
         }}
 
-    def settings(self, flow_strength, flow_start, flow_end, enhance, enhance_start, enhance_end):
+    def settings(self, flow_strength, flow_start, flow_end, enhance, enhance_start, enhance_end, noise_share=0.0):
         return (TemporalOptions(flow_strength=flow_strength, flow_start=flow_start, flow_end=flow_end,
-                                enhance=enhance, enhance_start=enhance_start, enhance_end=enhance_end),)
+                                enhance=enhance, enhance_start=enhance_start, enhance_end=enhance_end,
+                                noise_share=noise_share),)
 
 
 class WanT2VVideoMetrics:
