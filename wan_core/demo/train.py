@@ -420,10 +420,27 @@ def run(out: Path, cfg: TrainConfig, *, stages=("vae", "dit"), budget_minutes: f
         dit, text_model, info = train_dit(cfg, pools, tokenizer, dit_minutes, resume=resume and resume[:2],
                                           round_=1 if resume else 0)
         summary["dit"] = info
-        meta = {"training": json.dumps({k: summary[k] for k in ("latents", "dit")}), "round": str(int(bool(resume)))}
+        meta = {"training": json.dumps({k: summary[k] for k in ("latents", "dit")}), "round": str(int(bool(resume))),
+                "train_config": json.dumps(summary["config"])}
         save_dit(dit, out / MODEL_FILES["dit"], dtype=dtype, metadata=meta)
         save_text_encoder(text_model, tokenizer, out / MODEL_FILES["text_encoder"], dtype=dtype, metadata=meta)
     return summary
+
+
+def _overrides(cfg: TrainConfig, items: list[str]) -> dict:
+    """--set FIELD=VALUE pairs -> typed values for the scalar (int/float) fields of cfg."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        current = getattr(cfg, key, None)
+        if not sep or isinstance(current, bool) or not isinstance(current, (int, float)):
+            scalars = sorted(k for k, v in asdict(cfg).items() if isinstance(v, (int, float)) and not isinstance(v, bool))
+            raise SystemExit(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {scalars}")
+        try:
+            out[key] = type(current)(value)
+        except ValueError:
+            raise SystemExit(f"--set {item!r}: {value!r} is not a valid {type(current).__name__}") from None
+    return out
 
 
 def main(argv=None) -> int:
@@ -436,6 +453,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--vae-steps", type=int, default=None)
     ap.add_argument("--dit-steps", type=int, default=None)
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="override a scalar TrainConfig field, e.g. --set shift=5 (repeatable; recorded in the files)")
     ap.add_argument("--smoke", action="store_true", help="tiny config, seconds per stage")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch CPU threads; 1 is several times faster than 2 when the machine is busy")
@@ -444,6 +463,7 @@ def main(argv=None) -> int:
     cfg = TrainConfig.smoke() if args.smoke else TrainConfig()
     cfg = replace(cfg, seed=args.seed, **{k: v for k, v in (("vae_steps", args.vae_steps),
                                                               ("dit_steps", args.dit_steps)) if v is not None})
+    cfg = replace(cfg, **_overrides(cfg, args.set))
     stages = ("vae", "dit") if args.stage == "all" else (args.stage,)
     summary = run(args.out, cfg, stages=stages, budget_minutes=args.budget_minutes, threads=args.threads)
     log.info("summary: %s", json.dumps({k: v for k, v in summary.items() if k != "config"}))
