@@ -73,6 +73,26 @@ def test_window_and_decay_inside_a_sampler():
     assert torch.isfinite(result).all()
 
 
+def test_flow_is_estimated_every_other_step_and_reused_between(monkeypatch):
+    import wan_core.temporal.guided as guided
+
+    sigmas = torch.linspace(1, 0, 11)
+    target = latent_clip(flicker=0.4)
+    calls = []
+    real = guided.latent_flows
+    monkeypatch.setattr(guided, "latent_flows", lambda *a, **k: calls.append(1) or real(*a, **k))
+    outs = {}
+    for every in (1, 2):
+        calls.clear()
+        wrapped = flow_smoothed(lambda x, s: target.clone(), sigmas, strength=0.5, start=0.2, end=0.6, flow_every=every)
+        outs[every] = [wrapped(target, torch.full((1,), s)) for s in sigmas[:-1].tolist()]
+        assert len(calls) == {1: 4, 2: 2}[every]  # 4 steps in the window
+    for a, b in zip(outs[1], outs[2]):  # x0 is the same at every step, so reusing its flow changes nothing
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="flow_every"):
+        flow_smoothed(lambda x, s: x, sigmas, strength=0.5, flow_every=0)
+
+
 def test_validation():
     f = lambda x, s: x  # noqa: E731
     with pytest.raises(ValueError, match="strength"):

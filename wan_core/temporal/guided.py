@@ -24,7 +24,7 @@ from .flow import FlowConfig, bidirectional_flow, occlusion_mask, warp
 
 log = logging.getLogger(__name__)
 
-__all__ = ["flow_smoothed", "smooth_x0", "pca_preview", "GUIDE_FLOW"]
+__all__ = ["flow_smoothed", "smooth_x0", "latent_flows", "pca_preview", "GUIDE_FLOW"]
 
 ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Preview = Callable[[torch.Tensor], torch.Tensor]
@@ -61,9 +61,29 @@ def _low_pass(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(F.pad(y, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1).expand(c, 1, 2 * r + 1, 1), groups=c)
 
 
+Flows = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def _smoothable(x0: torch.Tensor, skip_first: bool) -> bool:
+    """At least two frames to pair (after the skipped first) and frames of at least 4x4."""
+    return x0.shape[2] - int(skip_first) >= 2 and min(x0.shape[-2:]) >= 4
+
+
+def latent_flows(x0: torch.Tensor, *, preview: Preview = pca_preview, skip_first: bool = True,
+                 flow_cfg: FlowConfig = GUIDE_FLOW) -> Flows:
+    """(forward flow, backward flow, forward mask, backward mask) between consecutive latent frames of x0
+    [B, C, T, H, W] (from frame 1 on with skip_first), each [B (T' - 1), 2 or 1, H, W], estimated on a preview."""
+    seg = x0.float()[:, :, 1 if skip_first else 0:]
+    frames = rearrange(preview(seg), "b c t h w -> b t c h w")
+    a = rearrange(frames[:, :-1], "b t c h w -> (b t) c h w")  # frames 0..T'-2
+    nxt = rearrange(frames[:, 1:], "b t c h w -> (b t) c h w")  # frames 1..T'-1
+    fw, bw = bidirectional_flow(a, nxt, flow_cfg)  # f_{t->t+1} on t's grid, f_{t+1->t} on t+1's grid
+    return fw, bw, occlusion_mask(fw, bw), occlusion_mask(bw, fw)
+
+
 def smooth_x0(
     x0: torch.Tensor, weight: float, *, preview: Preview = pca_preview, low_sigma: float = 1.5,
-    skip_first: bool = True, flow_cfg: FlowConfig = GUIDE_FLOW,
+    skip_first: bool = True, flow_cfg: FlowConfig = GUIDE_FLOW, flows: Flows | None = None,
 ) -> torch.Tensor:
     """One smoothing pass on a clean-latent estimate x0 [B, C, T, H, W]; weight in [0, 1] is the blend at full trust.
 
@@ -71,22 +91,20 @@ def smooth_x0(
     m = share of neighbours that pass the forward-backward test; the change itself is low-passed again, so high
     frequencies are untouched. With skip_first,
     latent frame 0 (one pixel frame of the causal VAE, unlike the others) is neither changed nor used.
+    `flows`: latent_flows of this or a nearby x0, to reuse instead of estimating them again.
     """
     if x0.ndim != 5:
         raise ValueError(f"x0 must be [B, C, T, H, W] (got shape {tuple(x0.shape)})")
     first = 1 if skip_first else 0
     b, c, t, h, w = x0.shape
-    if weight <= 0 or t - first < 2 or min(h, w) < 4:
+    if weight <= 0 or not _smoothable(x0, skip_first):
         return x0
     work = x0.float()
     seg = work[:, :, first:]  # [B, C, T', H, W]
     tp = t - first
-    prev = preview(seg)  # [B, c', T', H, W]
-    frames = rearrange(prev, "b c t h w -> b t c h w")
-    a = rearrange(frames[:, :-1], "b t c h w -> (b t) c h w")  # frames 0..T'-2
-    nxt = rearrange(frames[:, 1:], "b t c h w -> (b t) c h w")  # frames 1..T'-1
-    fw, bw = bidirectional_flow(a, nxt, flow_cfg)  # f_{t->t+1} on t's grid, f_{t+1->t} on t+1's grid; [B(T'-1), 2, H, W]
-    m_fw, m_bw = occlusion_mask(fw, bw), occlusion_mask(bw, fw)  # [B(T'-1), 1, H, W]
+    if flows is None or flows[0].shape[0] != b * (tp - 1) or flows[0].shape[-2:] != (h, w):
+        flows = latent_flows(x0, preview=preview, skip_first=skip_first, flow_cfg=flow_cfg)
+    fw, bw, m_fw, m_bw = flows
     low = _low_pass(rearrange(seg, "b c t h w -> (b t) c h w"), low_sigma)
     low = rearrange(low, "(b t) c h w -> b t c h w", b=b)  # [B, T', C, H, W]
     src_next = rearrange(low[:, 1:], "b t c h w -> (b t) c h w")
@@ -111,22 +129,27 @@ def smooth_x0(
 def flow_smoothed(
     model_fn: ModelFn, sigmas: torch.Tensor, *, strength: float, start: float = 0.1, end: float = 0.6,
     preview: Preview = pca_preview, low_sigma: float = 1.5, skip_first: bool = True,
-    flow_cfg: FlowConfig = GUIDE_FLOW,
+    flow_cfg: FlowConfig = GUIDE_FLOW, flow_every: int = 2,
 ) -> ModelFn:
     """Wrap model_fn so its denoised prediction is flow-smoothed between fractions start and end of the schedule.
 
     sigmas is the sampler's schedule (1-D, decreasing). The blend weight is strength at sigmas[round(start*n)] and
     falls linearly to 0 at sigmas[round(end*n)] (n = steps); outside that window the prediction is returned as is.
     strength 0 returns model_fn itself, so sampling is bit-identical. Each wrapped call reads sigma[0] on the host
-    (one device sync per model evaluation).
+    (one device sync per model evaluation). The flow between x0's frames is estimated on every `flow_every`-th call
+    in the window and reused in between (the layout of x0 changes slowly from one step to the next); the wrapper
+    holds those flows, so build one per sampling run.
     """
     if not 0 <= strength <= 1:
         raise ValueError(f"strength must be in [0, 1] (got {strength}); 0 disables, 0.3-0.5 is a typical value")
     if not 0 <= start < end <= 1:
         raise ValueError(f"need 0 <= start < end <= 1 as fractions of the schedule (got start={start}, end={end})")
+    if isinstance(flow_every, bool) or not isinstance(flow_every, int) or flow_every < 1:
+        raise ValueError(f"flow_every must be an int >= 1 (got {flow_every!r}); 1 estimates flow at every step")
     if strength == 0:
         return model_fn
     s_hi, s_lo = step_window(sigmas, start, end)
+    state: dict = {"calls": 0, "flows": None}
 
     def smoothed(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         x0 = model_fn(x, sigma)
@@ -134,6 +157,12 @@ def flow_smoothed(
         if not s_lo < s <= s_hi + 1e-9:
             return x0
         weight = strength * (s - s_lo) / (s_hi - s_lo)
-        return smooth_x0(x0, weight, preview=preview, low_sigma=low_sigma, skip_first=skip_first, flow_cfg=flow_cfg)
+        if state["calls"] % flow_every == 0:
+            state["flows"] = None  # estimated afresh by smooth_x0 below
+        state["calls"] += 1
+        if state["flows"] is None and weight > 0 and _smoothable(x0, skip_first):
+            state["flows"] = latent_flows(x0, preview=preview, skip_first=skip_first, flow_cfg=flow_cfg)
+        return smooth_x0(x0, weight, preview=preview, low_sigma=low_sigma, skip_first=skip_first, flow_cfg=flow_cfg,
+                         flows=state["flows"])
 
     return smoothed
