@@ -9,8 +9,9 @@ Sets (nothing is downloaded; the photographs are the sample images scikit-image 
   photo_pan   camera pans over astronaut / coffee / chelsea / rocket, 3-8 px per frame
   photo_zoom  zoom (2-3.5 % per frame) with a slight rotation or drift over the same photographs
   shapes      textured discs and boxes moving in different directions (occlusions) over a slowly panning photo
+  demo        clips the shipped demo model generates for held-out prompts (its own size, 25 frames at 12 fps)
 
-Usage: python benchmarks/bench_interpolation.py [--size 192x256] [--frames 9] [--threads 1]
+Usage: python benchmarks/bench_interpolation.py [--size 192x256] [--frames 9] [--threads 1] [--demo 6]
 Needs scikit-image (benchmark only: pip install scikit-image).
 """
 from __future__ import annotations
@@ -201,11 +202,29 @@ def evaluate(clip: torch.Tensor, cfg: InterpConfig) -> dict[str, list[float]]:
     return res
 
 
+def demo_clips(n: int) -> list[tuple[str, torch.Tensor]]:
+    """n clips from the shipped demo model (held-out prompts, alternating EN/ZH, seed 0), [T, H, W, 3] in 0..1."""
+    from wan_core.demo import DEMO_DEFAULTS as d
+    from wan_core.demo import load_demo_pipeline
+    from wan_core.demo.evaluate import held_out_cases
+
+    pipe = load_demo_pipeline()
+    clips = []
+    for i, case in enumerate(held_out_cases(1)[:n]):
+        lang = ("en", "zh")[i % 2]
+        sc = case.scene
+        clips.append((f"demo_{i}_{lang}", pipe(case.prompts[lang], width=sc.width, height=sc.height,
+                                                num_frames=sc.frames, seed=0, num_inference_steps=d.steps,
+                                                guidance_scale=d.guidance_scale, shift=d.shift, sampler=d.sampler)))
+    return clips
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", default="192x256", help="HxW of the rendered clips")
     ap.add_argument("--frames", type=int, default=9, help="frames per clip (odd; the odd frames are dropped)")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (minterpolate is single-threaded)")
+    ap.add_argument("--demo", type=int, default=6, help="demo-model clips to add as a set (0: none)")
     args = ap.parse_args(argv)
     h, w = (int(v) for v in args.size.lower().split("x"))
     if args.frames < 3 or args.frames % 2 == 0:
@@ -213,7 +232,10 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     cfg = InterpConfig()
     rows, overall = [], {}
-    for set_name, clips in clip_sets(h, w, args.frames).items():
+    sets = clip_sets(h, w, args.frames)
+    if args.demo:
+        sets["demo"] = demo_clips(args.demo)
+    for set_name, clips in sets.items():
         agg: dict[str, list[float]] = {}
         for clip_name, clip in clips:
             res = evaluate(clip, cfg)
@@ -226,7 +248,8 @@ def main(argv=None):
         for key, val in agg.items():
             overall.setdefault(key, []).extend(val)
     rows.append(("ALL", overall))
-    print(f"\nleave-one-out 2x interpolation, {h}x{w}, {args.frames}-frame clips, torch threads {args.threads}")
+    print(f"\nleave-one-out 2x interpolation, {h}x{w}, {args.frames}-frame clips (demo set: the model's own size, "
+          f"25 frames), torch threads {args.threads}")
     head = (f"| set | frames | blend PSNR / SSIM | minterpolate PSNR / SSIM | ours PSNR / SSIM | ours - blend "
             f"(mean / min) dB | frames below blend | s/frame minterp | s/frame ours |")
     print(head)
