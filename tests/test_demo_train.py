@@ -137,3 +137,12 @@ def test_saved_files_load_through_the_normal_loaders(tmp_path, tokenizer):
     paths["dit"].write_bytes(paths["dit"].read_bytes()[:-1] + b"\0")  # damage -> the sidecar check fails
     with pytest.raises(Exception, match="(?i)sha256|hash|mismatch"):
         load_dit(paths["dit"])
+
+
+def test_set_overrides_scalar_fields_and_names_the_valid_ones():
+    from wan_core.demo.train import _overrides
+    assert _overrides(CFG, ["shift=5", "dit_steps=7"]) == {"shift": 5.0, "dit_steps": 7}
+    with pytest.raises(SystemExit, match="object_weight"):
+        _overrides(CFG, ["vae=1"])  # a nested config is not a scalar field
+    with pytest.raises(SystemExit, match="not a valid int"):
+        _overrides(CFG, ["dit_steps=many"])
