@@ -1,15 +1,18 @@
 """Train the embedded demo model from scratch on the synthetic world (seeded; CPU; only wan_core's own classes).
 
-    python -m wan_core.demo.train --out models --budget-minutes 80
+    python -m wan_core.demo.train --out models --stage vae --budget-minutes 26    # the shipped VAE: 18.5 min
+    python -m wan_core.demo.train --out models --stage dit --budget-minutes 68    # the shipped DiT + umT5: 68 min
 
 Stages (each resumable from the files of the previous one in --out):
 1. tokenizer: sentencepiece (unigram, character_coverage 1.0) on EN+ZH captions, stored as `spiece_model`.
-2. vae: a tiny Wan2.2-family VAE (z_dim 48) on 5-frame crops: L1 + MSE (objects weighted up) + a moment term that
+2. vae: a tiny Wan2.2-family VAE (z_dim 48) on 9-frame 96 px crops, then whole clips, then the decoder alone:
+   L1 + MSE (objects weighted up) + a moment term that
    pulls the per-channel statistics of normalise(mu) to mean 0 / std 1, i.e. the raw latents to the official Wan2.2
    latent mean/std, so the standard `wan_core.latent_format` normalisation applies unchanged.
 3. dit: encode N clips once (latent cache), then the DiT and a tiny umT5 encoder jointly with flow matching:
    x_s = (1 - s) x0 + s noise, target v = noise - x0, s = shift_sigma(u, shift), u ~ U(0, 1), t = trunc(1000 s),
-   exactly the sigma/timestep convention of inference. Captions drop to "" or the default negative prompt (CFG).
+   exactly the sigma/timestep convention of inference; latent pixels an object covers weigh 1 + object_weight.
+   Captions drop to "" or the default negative prompt (CFG).
 Step counts are fixed by the config; --budget-minutes only caps them (the steps done are written into each file's
 metadata, and passing them back as --vae-steps/--dit-steps reproduces the run bit for bit on the same machine).
 """
@@ -81,7 +84,8 @@ class TrainConfig:
     dit_steps: int = 12000
     dit_batch: int = 8
     dit_lr: float = 1e-3
-    shift: float = 3.0  # training sigma shift (also the demo's sampling shift)
+    shift: float = 5.0  # training sigma shift: more steps at high noise, where the prompt decides the layout (the
+    # demo samples with shift 3, DEMO_DEFAULTS; both shifts cover all noise levels, they only weight them differently)
     shift_round2: float = 6.0  # an optional second DiT round (--stage dit2) trains more at high noise
     object_weight: float = 3.0  # flow-loss weight of latent pixels covered by an object: 1 + this * coverage
     drop_caption: float = 0.1  # probability of "" / the default negative prompt (the CFG branch)
