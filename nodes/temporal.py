@@ -28,20 +28,22 @@ class WanT2VTemporalSettings:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "flow_strength": ("FLOAT", {"default": 0.8, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip":
+            "flow_strength": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip":
                                         "Blend of the predicted clean latent's low frequencies towards flow-warped "
-                                        "neighbours (0 off; 0.8 measured on the demo model). Decays to 0 at flow_end."}),
+                                        "neighbours (0 off; 0.8 did not help on the demo model). Decays to 0 at "
+                                        "flow_end."}),
             "flow_start": _fraction(0.0, "Fraction of the steps where smoothing starts (at full strength)."),
             "flow_end": _fraction(0.8, "Fraction of the steps where smoothing has faded out; keep it before the "
                                        "last steps so fine detail is untouched."),
-            "enhance": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.1, "tooltip":
+            "enhance": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 10.0, "step": 0.1, "tooltip":
                                   "Enhance-A-Video temperature (0 off; 1-4 typical; high values over-smooth and cost motion)."}),
             "enhance_start": _fraction(0.0, "Fraction of the steps where the attention gain starts."),
             "enhance_end": _fraction(0.5, "Fraction of the steps where the attention gain stops."),
         }, "optional": {
-            "noise_share": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 0.95, "step": 0.05, "tooltip":
+            "noise_share": ("FLOAT", {"default": 0.3, "min": 0.0, "max": 0.95, "step": 0.05, "tooltip":
                                       "Correlation of the initial noise between latent frames (0 off). Starts every "
-                                      "frame from partly the same noise: steadier video, somewhat less motion."}),
+                                      "frame from partly the same noise: steadier video, somewhat less motion "
+                                      "(0.3 on the demo model: warping error 0.86x, motion 0.85x)."}),
         }}
 
     def settings(self, flow_strength, flow_start, flow_end, enhance, enhance_start, enhance_end, noise_share=0.0):
