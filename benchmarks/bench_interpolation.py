@@ -204,19 +204,12 @@ def evaluate(clip: torch.Tensor, cfg: InterpConfig) -> dict[str, list[float]]:
 
 def demo_clips(n: int) -> list[tuple[str, torch.Tensor]]:
     """n clips from the shipped demo model (held-out prompts, alternating EN/ZH, seed 0), [T, H, W, 3] in 0..1."""
-    from wan_core.demo import DEMO_DEFAULTS as d
     from wan_core.demo import load_demo_pipeline
-    from wan_core.demo.evaluate import held_out_cases
+    from wan_core.demo.evaluate import held_out_cases, model_generator
 
-    pipe = load_demo_pipeline()
-    clips = []
-    for i, case in enumerate(held_out_cases(1)[:n]):
-        lang = ("en", "zh")[i % 2]
-        sc = case.scene
-        clips.append((f"demo_{i}_{lang}", pipe(case.prompts[lang], width=sc.width, height=sc.height,
-                                                num_frames=sc.frames, seed=0, num_inference_steps=d.steps,
-                                                guidance_scale=d.guidance_scale, shift=d.shift, sampler=d.sampler)))
-    return clips
+    generate = model_generator(load_demo_pipeline())  # DEMO_DEFAULTS, seeded by the case (seed 0 here)
+    langs = ("en", "zh")
+    return [(f"demo_{i}_{langs[i % 2]}", generate(case, langs[i % 2])) for i, case in enumerate(held_out_cases(1)[:n])]
 
 
 def main(argv=None):

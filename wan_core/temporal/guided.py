@@ -157,11 +157,9 @@ def flow_smoothed(
         if not s_lo < s <= s_hi + 1e-9:
             return x0
         weight = strength * (s - s_lo) / (s_hi - s_lo)
-        if state["calls"] % flow_every == 0:
-            state["flows"] = None  # estimated afresh by smooth_x0 below
-        state["calls"] += 1
-        if state["flows"] is None and weight > 0 and _smoothable(x0, skip_first):
+        if state["calls"] % flow_every == 0 and weight > 0 and _smoothable(x0, skip_first):
             state["flows"] = latent_flows(x0, preview=preview, skip_first=skip_first, flow_cfg=flow_cfg)
+        state["calls"] += 1
         return smooth_x0(x0, weight, preview=preview, low_sigma=low_sigma, skip_first=skip_first, flow_cfg=flow_cfg,
                          flows=state["flows"])
 
