@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from wan_core.noise import initial_noise
-from wan_core.temporal.noise_prior import shared_frame_noise
+from wan_core.temporal.noise_prior import high_band, shared_frame_noise
 from wan_core.temporal.options import TemporalOptions, noise_transform
 
 
@@ -17,6 +17,23 @@ def test_frames_correlate_by_share_and_stay_unit_normal(share):
     assert (off - share).abs().max() < 0.03
     assert abs(out.std().item() - 1.0) < 0.02 and abs(out.mean().item()) < 0.02
     assert torch.equal(shared_frame_noise(noise, share), out)  # deterministic: a seed still fixes the video
+
+
+def test_band_shares_only_the_fine_frequencies():
+    noise = initial_noise((4, 48, 7, 16, 16), seed=2)
+    out = shared_frame_noise(noise, 0.6, band=0.5)
+    assert abs(out.std().item() - 1.0) < 0.02
+
+    def frame_corr(x):
+        corr = torch.corrcoef(x.permute(2, 0, 1, 3, 4).reshape(7, -1))
+        return corr[~torch.eye(7, dtype=torch.bool)]
+    high = high_band(out, 0.5)
+    assert (frame_corr(high) - 0.6).abs().max() < 0.04  # fine texture: correlated across frames
+    assert frame_corr(out - high).abs().max() < 0.04  # coarse layout: independent per frame
+    assert torch.allclose(out - high, noise - high_band(noise, 0.5), atol=1e-5)  # and untouched
+    assert torch.equal(noise_transform(TemporalOptions.parse("noise=0.6,band=0.5"))(noise), out)
+    with pytest.raises(ValueError, match="noise_band must be in"):
+        TemporalOptions(noise_band=1.0)
 
 
 def test_share_zero_is_the_identity_and_bad_values_are_refused():

@@ -44,9 +44,9 @@ def _add_generate(sub):
     p.add_argument("--no-verify", action="store_true", help="skip SHA256 checks against .sha256 sidecars")
     p.add_argument("--crf", type=int, default=18, help="H.264 quality, 0..51 (default 18)")
     p.add_argument("--temporal", default=None, metavar="SPEC",
-                   help='temporal-consistency sampling: a preset (off, on, flow, enhance) and/or key=value pairs, '
-                        'e.g. "on" or "flow=0.4,enhance=2,noise=0.3" (keys: flow, enhance, noise = noise_share, '
-                        'and the *_start/*_end step fractions; default: off)')
+                   help='temporal-consistency sampling: a preset (off, on, noise, flow, enhance, flow+enhance) '
+                        'and/or key=value pairs, e.g. "on" or "flow=0.4,enhance=2,noise=0.3" (keys: flow, enhance, '
+                        'noise = noise_share, band = noise_band, and the *_start/*_end step fractions; default: off)')
     p.add_argument("--interpolate", type=int, default=1, choices=[1, 2, 3, 4],
                    help="optical-flow frame interpolation multiplier; the fps is multiplied too (default 1: off)")
     p.set_defaults(func=cmd_generate)

@@ -13,11 +13,30 @@ import math
 
 import torch
 
-__all__ = ["shared_frame_noise"]
+__all__ = ["shared_frame_noise", "high_band"]
 
 
-def shared_frame_noise(noise: torch.Tensor, share: float) -> torch.Tensor:
-    """noise [B, C, T, H, W], i.i.d. N(0, 1) -> same shape, each value N(0, 1), frame-to-frame correlation `share`."""
+def high_band(noise: torch.Tensor, cutoff: float) -> torch.Tensor:
+    """The part of noise [..., H, W] above spatial frequency `cutoff` (fraction of Nyquist, radial; an ideal FFT
+    filter, so for white noise it is independent of the rest, noise - high_band)."""
+    h, w = noise.shape[-2:]
+    fy = torch.fft.fftfreq(h, device=noise.device).abs() * 2  # 0..1 of Nyquist
+    fx = torch.fft.rfftfreq(w, device=noise.device) * 2
+    keep = (fy[:, None] ** 2 + fx[None, :] ** 2).sqrt() >= cutoff  # [H, W//2+1]
+    return torch.fft.irfft2(torch.fft.rfft2(noise.float()) * keep, s=(h, w)).to(noise.dtype)
+
+
+def shared_frame_noise(noise: torch.Tensor, share: float, band: float = 0.0) -> torch.Tensor:
+    """noise [B, C, T, H, W], i.i.d. N(0, 1) -> same shape, each value N(0, 1), frame-to-frame correlation `share`.
+
+    band > 0 correlates only the spatial frequencies at or above `band` (fraction of Nyquist): fine texture starts
+    alike in every frame while the coarse layout, hence where objects go, keeps independent noise per frame."""
+    if not 0.0 <= band < 1.0:
+        raise ValueError(f"band must be in [0, 1) (got {band}); it is the spatial frequency, as a fraction of "
+                         "Nyquist, above which the noise is shared; 0 shares all frequencies")
+    if band > 0.0 and share > 0.0:
+        high = high_band(noise, band)
+        return noise - high + shared_frame_noise(high, share)  # linear mixing keeps each band's variance
     if not 0.0 <= share < 1.0:
         raise ValueError(f"share must be in [0, 1) (got {share}); 0 disables, 0.2-0.5 is typical, 1 would freeze "
                          "every frame to the same noise")

@@ -28,7 +28,7 @@ __all__ = ["TemporalOptions", "build", "noise_transform", "combine_hooks", "PRES
 
 ModelWrapper = Callable[[Callable, torch.Tensor], Callable]
 
-_ALIASES = {"flow": "flow_strength", "enhance_weight": "enhance", "noise": "noise_share"}
+_ALIASES = {"flow": "flow_strength", "enhance_weight": "enhance", "noise": "noise_share", "band": "noise_band"}
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,7 @@ class TemporalOptions:
     enhance_start: float = 0.0  # the attention gain is applied from this fraction of the steps ...
     enhance_end: float = 1.0  # ... up to this one
     noise_share: float = 0.0  # correlation of the initial noise between any two latent frames, 0..1 (0 off)
+    noise_band: float = 0.0  # share only spatial frequencies >= this fraction of Nyquist (0: all), 0..1
 
     def __post_init__(self):
         for f in fields(self):
@@ -54,6 +55,9 @@ class TemporalOptions:
         if not 0.0 <= self.noise_share < 1.0:
             raise ValueError(f"TemporalOptions.noise_share must be in [0, 1) (got {self.noise_share}); 0 disables, "
                              "0.2-0.5 is typical, 1 would give every frame the same noise")
+        if not 0.0 <= self.noise_band < 1.0:
+            raise ValueError(f"TemporalOptions.noise_band must be in [0, 1) (got {self.noise_band}); 0 shares the "
+                             "noise at every spatial frequency, 0.5 only its finer half")
         if self.enhance < 0.0:
             raise ValueError(f"TemporalOptions.enhance must be >= 0 (got {self.enhance}); 0 disables, 1-4 is typical")
         for name in ("flow", "enhance"):
@@ -118,8 +122,8 @@ def noise_transform(options: Optional[TemporalOptions]) -> Optional[Callable[[to
         return None
     from .noise_prior import shared_frame_noise
 
-    share = options.noise_share
-    return lambda noise: shared_frame_noise(noise, share)
+    share, band = options.noise_share, options.noise_band
+    return lambda noise: shared_frame_noise(noise, share, band)
 
 
 def combine_hooks(*hooks: Optional[DiTHooks]) -> Optional[DiTHooks]:
