@@ -10,9 +10,9 @@ from wan_core.config import WanConfig
 from wan_core.demo.captions import caption
 from wan_core.demo.compact_text import compact_text
 from wan_core.demo.export import save_dit, save_text_encoder, save_vae
-from wan_core.demo.train import (TrainConfig, _vae_batch, object_coverage, build_text_encoder, encode_text_train, flow_loss,
+from wan_core.demo.train import (AttributeHeads, TrainConfig, _vae_batch, object_coverage, build_text_encoder, encode_text_train, flow_loss,
                                  train_demo_tokenizer, vae_losses)
-from wan_core.demo.world import sample_scene
+from wan_core.demo.world import MOTIONS, OBJECT_COLOURS, SHAPES, sample_scene
 from wan_core.integrity import read_sidecar, sha256_file
 from wan_core.loading import load_dit, load_text_encoder, load_vae
 from wan_core.model import WanTransformer
@@ -76,6 +76,30 @@ def test_dit_and_text_encoder_steps_reduce_the_flow_loss(tokenizer):
     before, after = _steps(list(dit.parameters()) + list(text.parameters()), loss)
     assert after < 0.9 * before
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in text.parameters())  # text gets trained too
+
+
+def test_attribute_heads_label_scenes_and_train_the_text_encoder(tokenizer):
+    """The auxiliary read-out: labels name each attribute (object 2 'none' when absent), dropped captions are left
+    out, and its loss trains the text encoder to tell two scenes' captions apart in both languages."""
+    one = sample_scene(1, n_objects=1, triple=("red", "circle", "left"), background="blue", two_tone=False, exclude=())
+    two = sample_scene(2, n_objects=2, exclude=())
+    lab1, lab2 = AttributeHeads.labels(one), AttributeHeads.labels(two)
+    assert len(lab1) == len(lab2) == 8
+    sizes = [len(OBJECT_COLOURS), len(SHAPES), len(MOTIONS)]
+    assert lab1[3:6] == sizes  # no second object: the extra "none" class of each slot
+    assert all(x < n for x, n in zip(lab2[3:6], sizes))
+    torch.manual_seed(0)
+    text, heads = build_text_encoder(CFG.t5, tokenizer.vocab_size), AttributeHeads(CFG.t5.d_model)
+    prompts = [caption(one, "en", 0), caption(one, "zh", 1), caption(two, "en", 2), caption(two, "zh", 3), ""]
+    scenes = [one, one, two, two, None]
+
+    def loss():
+        context, mask = encode_text_train(text, tokenizer, prompts, with_mask=True)
+        return heads.loss(context, mask, scenes)
+    before, after = _steps(list(text.parameters()) + list(heads.parameters()), loss, n=15)
+    assert after < 0.5 * before
+    context, mask = encode_text_train(text, tokenizer, [""], with_mask=True)
+    assert heads.loss(context, mask, [None]).item() == 0.0  # only dropped captions: nothing to read back
 
 
 def test_object_coverage_marks_the_object_on_the_latent_grid():
@@ -146,3 +170,12 @@ def test_set_overrides_scalar_fields_and_names_the_valid_ones():
         _overrides(CFG, ["vae=1"])  # a nested config is not a scalar field
     with pytest.raises(SystemExit, match="not a valid int"):
         _overrides(CFG, ["dit_steps=many"])
+
+
+def test_demo_dit_is_wide_enough_for_a_whole_patch():
+    """A token must hold all 48 x 1 x 2 x 2 latent values of its patch; narrower, the patch embedding and head drop
+    part of the noise for good (the dim-128 demo DiT left a third of it at low sigma)."""
+    dit = TrainConfig().dit
+    t, h, w = dit.patch_size
+    assert dit.dim >= dit.out_dim * t * h * w and dit.dim >= dit.in_dim * t * h * w
+    assert dit.dim // dit.num_heads == 128  # the head size infer_config assumes when loading the file

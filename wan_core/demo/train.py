@@ -1,7 +1,8 @@
 """Train the embedded demo model from scratch on the synthetic world (seeded; CPU; only wan_core's own classes).
 
     python -m wan_core.demo.train --out models --stage vae --budget-minutes 26    # the shipped VAE: 18.5 min
-    python -m wan_core.demo.train --out models --stage dit --budget-minutes 68    # the shipped DiT + umT5: 68 min
+    python -m wan_core.demo.train --out models --stage dit --budget-minutes 45 --threads 2 --dit-steps 6000
+                                                                  # the shipped DiT + umT5 (see the README for times)
 
 Stages (each resumable from the files of the previous one in --out):
 1. tokenizer: sentencepiece (unigram, character_coverage 1.0) on EN+ZH captions, stored as `spiece_model`.
@@ -12,7 +13,8 @@ Stages (each resumable from the files of the previous one in --out):
 3. dit: encode N clips once (latent cache), then the DiT and a tiny umT5 encoder jointly with flow matching:
    x_s = (1 - s) x0 + s noise, target v = noise - x0, s = shift_sigma(u, shift), u ~ U(0, 1), t = trunc(1000 s),
    exactly the sigma/timestep convention of inference; latent pixels an object covers weigh 1 + object_weight.
-   Captions drop to "" or the default negative prompt (CFG).
+   Captions drop to "" or the default negative prompt (CFG). A training-only read-out of the scene's attributes
+   from the pooled text encoding (`AttributeHeads`, weight text_aux_weight) teaches the encoder both languages fast.
 Step counts are fixed by the config; --budget-minutes only caps them (the steps done are written into each file's
 metadata, and passing them back as --vae-steps/--dit-steps reproduces the run bit for bit on the same machine).
 """
@@ -42,7 +44,7 @@ from .captions import LANGS, caption, corpus
 from .compact_text import compact_text
 from .evaluate import foreground
 from .export import MODEL_FILES, load_stage, save_dit, save_text_encoder, save_vae
-from .world import SIZES, render, sample_scene
+from .world import BACKGROUND_COLOURS, MOTIONS, OBJECT_COLOURS, SHAPES, SIZES, render, sample_scene
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +81,14 @@ class TrainConfig:
     vae_latent_noise: float = 0.1  # decoder sees mu + this * latent_std * N(0, 1)
     vae_moment_weight: float = 0.1
     t5: T5Spec = T5Spec()
-    dit: WanConfig = WanConfig(dim=128, ffn_dim=512, num_heads=1, num_layers=6, in_dim=48, out_dim=48, text_dim=128)
-    clips: int = 3000  # latent cache size
-    dit_steps: int = 12000
+    # dim must be at least the 192 values of a 1x2x2 patch of 48 channels: with dim 128 the patch embedding and the
+    # head squeeze each token through 128 numbers, so a third of the noise can never be predicted (measured: the
+    # dim-128 model left 1/3 of the noise variance at sigma 0.1-0.2, which showed as grain, flicker and a noisy
+    # first frame). Head dim stays 128 (infer_config assumes it): 2 heads.
+    dit: WanConfig = WanConfig(dim=256, ffn_dim=768, num_heads=2, num_layers=4, in_dim=48, out_dim=48, text_dim=128)
+    dit_file_dtype: str = "bfloat16"  # the DiT file's storage dtype (fp32 would be 17.7 MB; the pack ships <= 15 MB)
+    clips: int = 4000  # latent cache size
+    dit_steps: int = 24000
     dit_batch: int = 8
     dit_lr: float = 1e-3
     shift: float = 5.0  # training sigma shift: more steps at high noise, where the prompt decides the layout (the
@@ -89,6 +96,7 @@ class TrainConfig:
     shift_round2: float = 6.0  # an optional second DiT round (--stage dit2) trains more at high noise
     object_weight: float = 3.0  # flow-loss weight of latent pixels covered by an object: 1 + this * coverage
     drop_caption: float = 0.1  # probability of "" / the default negative prompt (the CFG branch)
+    text_aux_weight: float = 0.3  # auxiliary loss: the scene's attributes read back from the pooled text encoding
     warmup: int = 50
 
     @classmethod
@@ -113,13 +121,16 @@ def _lr(step: int, total: int, warmup: int) -> float:
 class _Clock:
     """Stops a stage at its step count or its time cap, whichever comes first."""
 
+    ESTIMATE_AT = 100
+
     def __init__(self, steps: int, minutes: float | None, name: str):
         self.steps, self.cap, self.name, self.t0 = steps, (minutes or 0) * 60 or None, name, time.perf_counter()
 
     def plan(self, step: int) -> int:
         """Steps to schedule the learning rate over: the configured count, or fewer if the time cap allows fewer
-        (estimated from the speed so far, once, at step 20)."""
-        if step == 20 and self.cap is not None:
+        (estimated from the speed so far, once, at step ESTIMATE_AT; a busy machine then under-plans, so pass the
+        step count explicitly, e.g. --dit-steps, when other work shares the cores)."""
+        if step == self.ESTIMATE_AT and self.cap is not None:
             rate = self.elapsed / step
             fit = int(step + (self.cap - self.elapsed) / rate * 0.97)
             if fit < self.steps:
@@ -261,12 +272,48 @@ def build_text_encoder(spec: T5Spec, vocab: int):
     return UMT5EncoderModel(t5)
 
 
-def encode_text_train(model, tokenizer: SpieceTokenizer, prompts: list[str]) -> torch.Tensor:
+def encode_text_train(model, tokenizer: SpieceTokenizer, prompts: list[str], *, with_mask: bool = False):
     """What `pad_context(WanTextEncoder.encode(prompts))` computes, with autograd: [B, max L_i, d_model], rows past
-    each prompt's true length (incl. EOS) are zero."""
+    each prompt's true length (incl. EOS) are zero. `with_mask` also returns the [B, L] token mask."""
     ids, mask = tokenizer([clean_prompt(p) for p in prompts], max_length=512)  # [B, L] each
     hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state  # [B, L, D]
-    return hidden * mask[..., None].to(hidden.dtype)
+    hidden = hidden * mask[..., None].to(hidden.dtype)
+    return (hidden, mask) if with_mask else hidden
+
+
+# Attributes the auxiliary text loss reads back: (name, classes); a second object's slots have a "none" class.
+_ATTRIBUTES = (("colour", sorted(OBJECT_COLOURS)), ("shape", list(SHAPES)), ("motion", list(MOTIONS)))
+
+
+class AttributeHeads(torch.nn.Module):
+    """Training-only linear read-out of a scene's attributes from the mean-pooled text encoding: each object's
+    colour/shape/motion (object 2 may be "none"), the background colour and two-tone. Its loss makes every
+    attribute word, English or Chinese, land in the encoding early and in a shared place, which the DiT's
+    cross-attention (a single head at this size) then finds; the heads are not part of the shipped encoder."""
+
+    def __init__(self, d_model: int):
+        super().__init__()
+        sizes = [len(c) for _, c in _ATTRIBUTES]
+        self.heads = torch.nn.ModuleList([torch.nn.Linear(d_model, n) for n in sizes] +
+                                         [torch.nn.Linear(d_model, n + 1) for n in sizes] +
+                                         [torch.nn.Linear(d_model, len(BACKGROUND_COLOURS)), torch.nn.Linear(d_model, 2)])
+
+    @staticmethod
+    def labels(scene) -> list[int]:
+        out = [classes.index(getattr(scene.objects[0], name)) for name, classes in _ATTRIBUTES]
+        second = scene.objects[1] if len(scene.objects) > 1 else None
+        out += [len(classes) if second is None else classes.index(getattr(second, name)) for name, classes in _ATTRIBUTES]
+        return out + [sorted(BACKGROUND_COLOURS).index(scene.background), int(scene.two_tone)]
+
+    def loss(self, context: torch.Tensor, mask: torch.Tensor, scenes: list) -> torch.Tensor:
+        """Mean cross-entropy over the attributes of the captioned rows (`scenes[i]` None: a dropped caption)."""
+        rows = [i for i, sc in enumerate(scenes) if sc is not None]
+        if not rows:
+            return context.sum() * 0
+        m = mask[rows].to(context)[..., None]
+        pooled = (context[rows] * m).sum(1) / m.sum(1).clamp(min=1)
+        target = torch.tensor([self.labels(scenes[i]) for i in rows])  # [R, heads]
+        return torch.stack([F.cross_entropy(head(pooled), target[:, k]) for k, head in enumerate(self.heads)]).mean()
 
 
 @torch.no_grad()
@@ -313,27 +360,30 @@ def cache_latents(vae: WanVAE, cfg: TrainConfig, minutes: float | None = None, b
     return pools
 
 
-def _prompt(scene, rng: random.Random, cfg: TrainConfig) -> str:
+def _prompt(scene, rng: random.Random, cfg: TrainConfig) -> tuple[str, object]:
+    """(prompt, the scene it describes or None for a dropped caption)."""
     r = rng.random()
     if r < cfg.drop_caption / 2:
-        return ""
+        return "", None
     if r < cfg.drop_caption:
-        return DEFAULT_NEGATIVE_PROMPT
-    return caption(scene, rng.choice(LANGS), variant=rng.randrange(1 << 20))
+        return DEFAULT_NEGATIVE_PROMPT, None
+    return caption(scene, rng.choice(LANGS), variant=rng.randrange(1 << 20)), scene
 
 
 def flow_loss(dit: WanTransformer, text_model, tokenizer, x0: torch.Tensor, prompts: list[str], cfg: TrainConfig,
-              gen: torch.Generator, shift: float | None = None, cover: torch.Tensor | None = None) -> torch.Tensor:
+              gen: torch.Generator, shift: float | None = None, cover: torch.Tensor | None = None,
+              context: torch.Tensor | None = None) -> torch.Tensor:
     """Flow-matching MSE on a batch of normalised latents x0 [B, C, T', h, w]; `cover` [B, T', h, w] (object
     coverage) weights latent pixels by 1 + cfg.object_weight * cover, so the small objects the prompt names are
-    not drowned by the background."""
+    not drowned by the background. `context` is the prompts' encoding if already computed."""
     b = x0.shape[0]
     u = torch.rand(b, generator=gen)
     s = shift_sigma(u, shift or cfg.shift).clamp(0.0, 0.999)  # [B] sigma, the inference distribution of timesteps
     noise = torch.randn(x0.shape, generator=gen)
     sb = s.view(b, 1, 1, 1, 1)
     xs = (1 - sb) * x0 + sb * noise
-    context = encode_text_train(text_model, tokenizer, prompts)
+    if context is None:
+        context = encode_text_train(text_model, tokenizer, prompts)
     with compact_text(dit, context.shape[1]):
         v = dit(xs, sigma_to_timestep(s), context)
     err = (v - (noise - x0)).pow(2).mean(dim=1)  # [B, T', h, w]
@@ -350,7 +400,8 @@ def train_dit(cfg: TrainConfig, pools: dict, tokenizer: SpieceTokenizer, minutes
     dit = resume[0].train() if resume else WanTransformer(cfg.dit).train()
     text_model = resume[1].train() if resume else build_text_encoder(cfg.t5, tokenizer.vocab_size).train()
     lr = cfg.dit_lr * (0.5 if resume else 1.0)
-    params = list(dit.parameters()) + list(text_model.parameters())
+    heads = AttributeHeads(text_model.config.d_model)
+    params = list(dit.parameters()) + list(text_model.parameters()) + list(heads.parameters())
     opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.99), weight_decay=0.01)
     rng, gen = random.Random(f"dit:{cfg.seed}:{round_}"), torch.Generator().manual_seed(cfg.seed + 1 + 7 * round_)
     aspects = [a for a in sorted(pools) if pools[a]]
@@ -361,16 +412,21 @@ def train_dit(cfg: TrainConfig, pools: dict, tokenizer: SpieceTokenizer, minutes
         pool = pools[aspects[step % len(aspects)]]
         items = [pool[rng.randrange(len(pool))] for _ in range(cfg.dit_batch)]
         x0 = torch.stack([z for z, _, _ in items])  # [B, C, T', h, w]
-        loss = flow_loss(dit, text_model, tokenizer, x0, [_prompt(sc, rng, cfg) for _, sc, _ in items], cfg, gen,
-                         shift=cfg.shift_round2 if resume else cfg.shift, cover=torch.stack([c for _, _, c in items]))
+        prompts, described = zip(*[_prompt(sc, rng, cfg) for _, sc, _ in items])
+        context, mask = encode_text_train(text_model, tokenizer, list(prompts), with_mask=True)
+        flow = flow_loss(dit, text_model, tokenizer, x0, list(prompts), cfg, gen,
+                         shift=cfg.shift_round2 if resume else cfg.shift, cover=torch.stack([c for _, _, c in items]),
+                         context=context)
+        aux = heads.loss(context, mask, list(described))
+        loss = flow + cfg.text_aux_weight * aux
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        history.append(round(loss.item(), 5))
+        history.append(round(flow.item(), 5))
         if step % 25 == 0:
-            log.info("dit step %d  loss %.4f (mean of last 25: %.4f)  %.0f s", step, history[-1],
-                     sum(history[-25:]) / len(history[-25:]), clock.elapsed)
+            log.info("dit step %d  flow loss %.4f (mean of last 25: %.4f)  text aux %.4f  %.0f s", step, history[-1],
+                     sum(history[-25:]) / len(history[-25:]), aux.item(), clock.elapsed)
         step += 1
     info = {"steps": step, "scheduled_steps": clock.steps, "seconds": round(clock.elapsed, 1), "last": history[-50:]}
     return dit.eval(), text_model.eval(), info
@@ -426,7 +482,7 @@ def run(out: Path, cfg: TrainConfig, *, stages=("vae", "dit"), budget_minutes: f
         summary["dit"] = info
         meta = {"training": json.dumps({k: summary[k] for k in ("latents", "dit")}), "round": str(int(bool(resume))),
                 "train_config": json.dumps(summary["config"])}
-        save_dit(dit, out / MODEL_FILES["dit"], dtype=dtype, metadata=meta)
+        save_dit(dit, out / MODEL_FILES["dit"], dtype=dtype or getattr(torch, cfg.dit_file_dtype), metadata=meta)
         save_text_encoder(text_model, tokenizer, out / MODEL_FILES["text_encoder"], dtype=dtype, metadata=meta)
     return summary
 

@@ -48,6 +48,11 @@ MOTIONS: dict[str, tuple[float, float]] = {
 SIZES: dict[str, tuple[int, int]] = {"1:1": (128, 128), "16:9": (224, 128), "9:16": (128, 224)}
 FRAMES = 25  # 4k+1 -> 7 latent frames
 SINGLE_SPREAD = 0.3  # how far from the middle of its free range a single object may start (fraction of the range)
+# Radius and path length (fractions of the short side) of a single object / of each object of a pair. World v3: the
+# path is long enough that an object moves about one latent pixel per latent frame (16 px per 4 frames at 128 px);
+# v2's 0.3-0.4 moved it under half a latent pixel, and the model trained on it learned to keep objects still.
+SINGLE_SIZE, SINGLE_TRAVEL = (0.17, 0.2), (0.5, 0.58)
+PAIR_SIZE, PAIR_TRAVEL = (0.12, 0.15), (0.35, 0.45)
 
 # Colour+shape+motion triples never drawn for training; the evaluation prompts use them. Together they cover
 # every colour, shape and motion, while each pair of their attributes still occurs in training.
@@ -158,10 +163,10 @@ def sample_scene(seed: int, *, aspect: str | None = None, n_objects: int | None 
             if ((colour, shape, motion) in excluded or colour == background
                     or any(colour == o.colour for o in objects)):
                 continue
-        if n_objects == 1:  # large and near the middle: readable after a 16x VAE, and easy to place
-            size, travel, spread = rng.uniform(0.19, 0.23), rng.uniform(0.3, 0.4), SINGLE_SPREAD
+        if n_objects == 1:  # large, a long path, near the middle: readable after a 16x VAE, easy to place
+            size, travel, spread = rng.uniform(*SINGLE_SIZE), rng.uniform(*SINGLE_TRAVEL), SINGLE_SPREAD
         else:
-            size, travel, spread = rng.uniform(0.12, 0.15), rng.uniform(0.25, 0.35), 1.0
+            size, travel, spread = rng.uniform(*PAIR_SIZE), rng.uniform(*PAIR_TRAVEL), 1.0
         x, y = _place(rng, motion, size, width, height, travel, spread)
         objects.append(ObjectSpec(colour, shape, motion, size=size, x=x, y=y, travel=travel))
     return Scene(tuple(objects), background, two_tone, width, height, frames)
