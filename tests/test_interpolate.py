@@ -75,3 +75,28 @@ def test_validation():
         interpolate_at(x, [2.5])
     with pytest.raises(ValueError, match="min_valid"):
         InterpConfig(min_valid=1.5)
+    with pytest.raises(ValueError, match="local_gain"):
+        InterpConfig(local_gain=(0.6, 0.3))
+    with pytest.raises(ValueError, match="local_window"):
+        InterpConfig(local_window=4)
+
+
+def test_local_fallback_blends_where_warping_explains_nothing():
+    """The per-pixel fallback: with a band that no pixel reaches, the result is the plain blend; where the flow
+    explains the change (a translation), the default band keeps the motion-compensated frame."""
+    from wan_core.temporal.interpolate import _local_trust
+
+    a, b = torch.zeros(1, 3, 16, 16), torch.zeros(1, 3, 16, 16)
+    b[..., :8] = 0.5  # the left half changes between the frames
+    err = (a - b).abs().mean(1, keepdim=True)
+    flicker = _local_trust(a, b, err, err, InterpConfig())  # warping leaves the whole change: blend
+    assert flicker.max() == 0
+    fitted = _local_trust(a, b, torch.zeros_like(err), torch.zeros_like(err), InterpConfig())  # warping explains it
+    assert fitted[..., :6].min() == 1 and fitted[..., 12:].max() == 0  # unchanged, far from the change: blend
+    assert _local_trust(a, b, err, err, InterpConfig(local_gain=None)) is None
+    clip = translating_clip(3, h=48, w=64, dx=3.0, dy=0.0)
+    blend = 0.5 * (clip[0] + clip[2])
+    warped = interpolate_frames(clip[::2], 2)[1]
+    off = interpolate_frames(clip[::2], 2, InterpConfig(local_gain=None))[1]
+    assert psnr(warped, clip[1]) > psnr(blend, clip[1]) + 8.0
+    assert abs(psnr(warped, clip[1]) - psnr(off, clip[1])) < 1.0

@@ -34,6 +34,12 @@ class InterpConfig:
     min_valid: float = 0.3  # pair -> plain blend when fewer pixels pass the forward-backward check (scene cut)
     min_gain: float = 0.1  # pair -> plain blend unless warping explains the pair this much better than blending
     pairs_per_batch: int = 8  # frame pairs solved together (memory vs speed)
+    # Per-pixel fallback (flicker vs motion): local gain = 1 - (photometric error after warping) / (frame difference),
+    # both box-averaged over local_window px. Below local_gain[0] the pixel is blended, above local_gain[1] warped,
+    # a ramp in between. Texture that flickers in place is "explained" by a flow only a little (low gain); a moving
+    # edge almost fully (gain near 1). local_gain=None turns it off.
+    local_gain: tuple[float, float] | None = (0.3, 0.6)
+    local_window: int = 9
 
     def __post_init__(self):
         if self.splat_beta < 0:
@@ -44,6 +50,11 @@ class InterpConfig:
             )
         if self.pairs_per_batch < 1:
             raise ValueError(f"InterpConfig.pairs_per_batch must be >= 1 (got {self.pairs_per_batch})")
+        if self.local_gain is not None and not 0 <= self.local_gain[0] < self.local_gain[1] <= 1:
+            raise ValueError(f"InterpConfig.local_gain must be (lo, hi) with 0 <= lo < hi <= 1 or None "
+                             f"(got {self.local_gain}); try (0.3, 0.6)")
+        if self.local_window < 1 or self.local_window % 2 == 0:
+            raise ValueError(f"InterpConfig.local_window must be an odd number of pixels >= 1 (got {self.local_window})")
         if self.flow_max_side is not None and self.flow_max_side < 16:
             raise ValueError(f"InterpConfig.flow_max_side must be >= 16 or None (got {self.flow_max_side})")
 
@@ -112,7 +123,24 @@ def _pair_state(img0: torch.Tensor, img1: torch.Tensor, cfg: InterpConfig) -> di
                  cut.numel(), [round(v, 2) for v in valid[cut].tolist()], [round(g, 2) for g in gain[cut].tolist()])
     z0 = torch.exp(-cfg.splat_beta * err0) * (0.05 + 0.95 * valid0)  # splat weights [N, 1, H, W]
     z1 = torch.exp(-cfg.splat_beta * err1) * (0.05 + 0.95 * valid1)
-    return {"f01": f01, "f10": f10, "z0": z0, "z1": z1, "cut": cut}
+    return {"f01": f01, "f10": f10, "z0": z0, "z1": z1, "cut": cut, "trust": _local_trust(img0, img1, err0, err1, cfg)}
+
+
+def _local_trust(img0, img1, err0, err1, cfg: InterpConfig) -> torch.Tensor | None:
+    """Per-pixel weight of the motion-compensated frame against the plain blend, [N, 1, H, W] in 0..1 (None: 1).
+
+    Both error maps and the frame difference are box-averaged, so the weight describes a neighbourhood; a moving
+    object's area (the union of where it was and where it goes) has a high gain on both grids."""
+    if cfg.local_gain is None:
+        return None
+    k = cfg.local_window
+    box = lambda x: F.avg_pool2d(x, k, stride=1, padding=k // 2, count_include_pad=False)  # noqa: E731
+    plain = box((img0 - img1).abs().mean(1, keepdim=True))
+    fitted = box(0.5 * (err0 + err1))
+    gain = 1 - fitted / plain.clamp_min(1e-6)
+    lo, hi = cfg.local_gain
+    trust = ((gain - lo) / (hi - lo)).clamp(0, 1)
+    return trust * (plain > 2e-3)  # unchanged neighbourhoods: blend, the exact answer there
 
 
 def _at_time(img0: torch.Tensor, img1: torch.Tensor, st: dict, t: float) -> torch.Tensor:
@@ -137,6 +165,8 @@ def _at_time(img0: torch.Tensor, img1: torch.Tensor, st: dict, t: float) -> torc
     mix = torch.where(den > 1e-3, (v0 * warped0 + v1 * warped1) / den.clamp_min(1e-3),
                       (1 - t) * warped0 + t * warped1)
     blend = (1 - t) * img0 + t * img1
+    if st["trust"] is not None:
+        mix = blend + st["trust"] * (mix - blend)
     return torch.where(st["cut"].view(-1, 1, 1, 1), blend, mix)
 
 
