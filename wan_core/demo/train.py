@@ -289,7 +289,7 @@ class AttributeHeads(torch.nn.Module):
     """Training-only linear read-out of a scene's attributes from the mean-pooled text encoding: each object's
     colour/shape/motion (object 2 may be "none"), the background colour and two-tone. Its loss makes every
     attribute word, English or Chinese, land in the encoding early and in a shared place, which the DiT's
-    cross-attention (a single head at this size) then finds; the heads are not part of the shipped encoder."""
+    cross-attention then finds; the heads are not part of the shipped encoder."""
 
     def __init__(self, d_model: int):
         super().__init__()
@@ -302,7 +302,8 @@ class AttributeHeads(torch.nn.Module):
     def labels(scene) -> list[int]:
         out = [classes.index(getattr(scene.objects[0], name)) for name, classes in _ATTRIBUTES]
         second = scene.objects[1] if len(scene.objects) > 1 else None
-        out += [len(classes) if second is None else classes.index(getattr(second, name)) for name, classes in _ATTRIBUTES]
+        out += [len(classes) if second is None else classes.index(getattr(second, name))
+                for name, classes in _ATTRIBUTES]
         return out + [sorted(BACKGROUND_COLOURS).index(scene.background), int(scene.two_tone)]
 
     def loss(self, context: torch.Tensor, mask: torch.Tensor, scenes: list) -> torch.Tensor:
