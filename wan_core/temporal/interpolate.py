@@ -112,8 +112,9 @@ def _pair_state(img0: torch.Tensor, img1: torch.Tensor, cfg: InterpConfig) -> di
     err0 = (img0 - warp(img1, f01)).abs().mean(1, keepdim=True)  # photometric fit [N, 1, H, W]
     err1 = (img1 - warp(img0, f10)).abs().mean(1, keepdim=True)
     valid0, valid1 = occlusion_mask(f01, f10), occlusion_mask(f10, f01)
-    plain = (img0 - img1).abs().mean(dim=(1, 2, 3))  # [N]
-    fitted = 0.5 * (err0.mean(dim=(1, 2, 3)) + err1.mean(dim=(1, 2, 3)))
+    diff_map = (img0 - img1).abs().mean(1, keepdim=True)  # what blending leaves [N, 1, H, W]
+    fit_map = 0.5 * (err0 + err1)  # what warping leaves
+    plain, fitted = diff_map.mean(dim=(1, 2, 3)), fit_map.mean(dim=(1, 2, 3))  # [N]: the same gain, per pair
     gain = 1 - fitted / plain.clamp_min(1e-6)
     valid = 0.5 * (valid0.mean(dim=(1, 2, 3)) + valid1.mean(dim=(1, 2, 3)))
     moving = plain > 2e-3  # identical frames: nothing to decide, the warp equals the blend
@@ -123,20 +124,20 @@ def _pair_state(img0: torch.Tensor, img1: torch.Tensor, cfg: InterpConfig) -> di
                  cut.numel(), [round(v, 2) for v in valid[cut].tolist()], [round(g, 2) for g in gain[cut].tolist()])
     z0 = torch.exp(-cfg.splat_beta * err0) * (0.05 + 0.95 * valid0)  # splat weights [N, 1, H, W]
     z1 = torch.exp(-cfg.splat_beta * err1) * (0.05 + 0.95 * valid1)
-    return {"f01": f01, "f10": f10, "z0": z0, "z1": z1, "cut": cut, "trust": _local_trust(img0, img1, err0, err1, cfg)}
+    return {"f01": f01, "f10": f10, "z0": z0, "z1": z1, "cut": cut, "trust": _local_trust(diff_map, fit_map, cfg)}
 
 
-def _local_trust(img0, img1, err0, err1, cfg: InterpConfig) -> torch.Tensor | None:
-    """Per-pixel weight of the motion-compensated frame against the plain blend, [N, 1, H, W] in 0..1 (None: 1).
+def _local_trust(diff_map: torch.Tensor, fit_map: torch.Tensor, cfg: InterpConfig) -> torch.Tensor | None:
+    """Per-pixel weight of the motion-compensated frame against the plain blend, [N, 1, H, W] in 0..1 (None: 1),
+    from the maps of what blending (|I0 - I1|) and warping (photometric error) leave, [N, 1, H, W].
 
-    Both error maps and the frame difference are box-averaged, so the weight describes a neighbourhood; a moving
-    object's area (the union of where it was and where it goes) has a high gain on both grids."""
+    The pair-level gain of _pair_state over a box neighbourhood instead of the whole frame; a moving object's area
+    (the union of where it was and where it goes) has a high gain on both grids."""
     if cfg.local_gain is None:
         return None
     k = cfg.local_window
     box = lambda x: F.avg_pool2d(x, k, stride=1, padding=k // 2, count_include_pad=False)  # noqa: E731
-    plain = box((img0 - img1).abs().mean(1, keepdim=True))
-    fitted = box(0.5 * (err0 + err1))
+    plain, fitted = box(diff_map), box(fit_map)
     gain = 1 - fitted / plain.clamp_min(1e-6)
     lo, hi = cfg.local_gain
     trust = ((gain - lo) / (hi - lo)).clamp(0, 1)
