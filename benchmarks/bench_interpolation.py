@@ -218,12 +218,19 @@ def main(argv=None):
     ap.add_argument("--frames", type=int, default=9, help="frames per clip (odd; the odd frames are dropped)")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (minterpolate is single-threaded)")
     ap.add_argument("--demo", type=int, default=6, help="demo-model clips to add as a set (0: none)")
+    ap.add_argument("--local-gain", default=None, metavar="LO,HI",
+                    help="InterpConfig.local_gain band of the per-pixel blend fallback, or 'off' (default: the library's)")
     args = ap.parse_args(argv)
     h, w = (int(v) for v in args.size.lower().split("x"))
     if args.frames < 3 or args.frames % 2 == 0:
         raise SystemExit(f"--frames must be odd and >= 3 (got {args.frames})")
     torch.set_num_threads(args.threads)
-    cfg = InterpConfig()
+    if args.local_gain is None:
+        cfg = InterpConfig()
+    elif args.local_gain == "off":
+        cfg = InterpConfig(local_gain=None)
+    else:
+        cfg = InterpConfig(local_gain=tuple(float(v) for v in args.local_gain.split(",")))
     rows, overall = [], {}
     sets = clip_sets(h, w, args.frames)
     if args.demo:
