@@ -67,6 +67,36 @@ def test_vae_steps_reduce_the_loss():
     assert after < 0.9 * before
 
 
+def test_vae_temporal_term_sees_error_that_changes_between_frames(monkeypatch):
+    """The phase-3 term is 0 for a reconstruction error that is the same in every frame and grows with an error
+    that flips from frame to frame; decoder-only steps on it reduce it."""
+    torch.manual_seed(0)
+    vae = WanVAE(CFG.vae)
+    cfg = replace(CFG, vae_frames=9, vae_batch=1)
+    video = _vae_batch(cfg, random.Random(1))  # [1, 3, 9, 32, 32]
+    losses = vae_losses(vae, video, cfg, torch.Generator().manual_seed(0), temporal_weight=1.0)
+    assert "temporal" in losses and losses["temporal"] > 0
+    assert "temporal" not in vae_losses(vae, video, cfg, torch.Generator().manual_seed(0))
+    assert torch.allclose(losses["loss"], losses["recon"] + cfg.vae_moment_weight * losses["moment"]
+                          + losses["temporal"])
+    steady = torch.full_like(video, 0.1)
+    flip = steady * torch.tensor([1.0, -1.0] * 4 + [1.0]).view(1, 1, 9, 1, 1)
+    from wan_core.demo import train as T
+    with monkeypatch.context() as m:  # stand-in codec: the reconstruction is the input plus a chosen error
+        m.setattr(T, "vae_encode_train", lambda v, x: torch.zeros(1, 48, 3, 2, 2))
+        for error, expect_zero in ((steady, True), (flip, False)):
+            m.setattr(T, "vae_decode_train", lambda v, z, e=error: video + e)
+            t = vae_losses(vae, video, cfg, torch.Generator().manual_seed(0), temporal_weight=1.0)["temporal"]
+            assert (t.item() < 1e-7) == expect_zero, (t.item(), expect_zero)
+    for module in (vae.encoder, vae.conv1):
+        module.requires_grad_(False)
+
+    def temporal():
+        return vae_losses(vae, video, cfg, torch.Generator().manual_seed(0), temporal_weight=1.0)["loss"]
+    before, after = _steps([p for p in vae.parameters() if p.requires_grad], temporal)
+    assert after < 0.9 * before
+
+
 def test_dit_and_text_encoder_steps_reduce_the_flow_loss(tokenizer):
     dit, text, x0 = _dit_and_text(tokenizer)
     prompts = ["a red circle moving left on a blue background", "蓝色背景上，一个红色的圆形向左移动"]

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from tests._temporal_synth import one_thread, texture, translating_clip, two_objects
-from wan_core.temporal.interpolate import InterpConfig, interpolate_at, interpolate_frames, interpolate_to_fps
+from wan_core.temporal.interpolate import (InterpConfig, clip_weight, interpolate_at, interpolate_frames,
+                                          interpolate_to_fps)
 
 single_thread = pytest.fixture(scope="module", autouse=True)(one_thread)
 
@@ -79,6 +80,10 @@ def test_validation():
         InterpConfig(local_gain=(0.6, 0.3))
     with pytest.raises(ValueError, match="local_window"):
         InterpConfig(local_window=4)
+    with pytest.raises(ValueError, match="validate must be"):
+        InterpConfig(validate=-1)
+    with pytest.raises(ValueError, match="validate_db"):
+        InterpConfig(validate_db=(1.0, 1.0))
 
 
 def test_local_fallback_blends_where_warping_explains_nothing():
@@ -100,3 +105,25 @@ def test_local_fallback_blends_where_warping_explains_nothing():
     off = interpolate_frames(clip[::2], 2, InterpConfig(local_gain=None))[1]
     assert psnr(warped, clip[1]) > psnr(blend, clip[1]) + 8.0
     assert abs(psnr(warped, clip[1]) - psnr(off, clip[1])) < 1.0
+
+
+def test_clip_check_from_the_input_frames_keeps_motion_and_blends_flicker():
+    """The clip-level check predicts input frames from their neighbours: a translation keeps the motion-compensated
+    frames (weight 1); texture noise that flickers in place, which no flow explains, gets the plain blend exactly."""
+    moving = translating_clip(9, h=48, w=64, dx=3.0, dy=1.0)[::2]  # 5 input frames, 6.3 px apart
+    assert clip_weight(moving.permute(0, 3, 1, 2)) == 1.0
+    base = texture(48, 64, seed=3)[0]
+    g = torch.Generator().manual_seed(0)
+    noisy = torch.stack([(base + 0.08 * torch.randn(base.shape, generator=g)).clamp(0, 1) for _ in range(5)])
+    assert clip_weight(noisy) == 0.0
+    frames = noisy.permute(0, 2, 3, 1)
+    out = interpolate_frames(frames, 2)
+    assert torch.allclose(out[1::2], 0.5 * (frames[:-1] + frames[1:]), atol=1e-6)
+    moving = moving.contiguous()
+    strict = InterpConfig(validate_db=(40.0, 50.0))  # demand a 40 dB gain: even the translation gets weight 0
+    assert torch.allclose(interpolate_frames(moving, 2, strict)[1::2], 0.5 * (moving[:-1] + moving[1:]), atol=1e-6)
+    half = interpolate_frames(moving, 2, InterpConfig(validate_db=(-1e3, 1e3)))[1::2]  # weight 0.5 whatever the gain
+    full = interpolate_frames(moving, 2)[1::2]
+    expect = 0.5 * (full + 0.5 * (moving[:-1] + moving[1:]))
+    assert (half - expect).abs().mean() < 2e-3  # equal up to the final clamp to 0..1 of the unweighted frames
+    assert clip_weight(noisy[:2]) == 1.0  # two frames: nothing to check against

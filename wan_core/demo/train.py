@@ -9,7 +9,8 @@ Stages (each resumable from the files of the previous one in --out):
 2. vae: a tiny Wan2.2-family VAE (z_dim 48) on 9-frame 96 px crops, then whole clips, then the decoder alone:
    L1 + MSE (objects weighted up) + a moment term that
    pulls the per-channel statistics of normalise(mu) to mean 0 / std 1, i.e. the raw latents to the official Wan2.2
-   latent mean/std, so the standard `wan_core.latent_format` normalisation applies unchanged.
+   latent mean/std, so the standard `wan_core.latent_format` normalisation applies unchanged. A last decoder-only
+   phase adds a temporal term (the frame-to-frame change of the reconstruction error) against flicker.
 3. dit: encode N clips once (latent cache), then the DiT and a tiny umT5 encoder jointly with flow matching:
    x_s = (1 - s) x0 + s noise, target v = noise - x0, s = shift_sigma(u, shift), u ~ U(0, 1), t = trunc(1000 s),
    exactly the sigma/timestep convention of inference; latent pixels an object covers weigh 1 + object_weight.
@@ -77,6 +78,8 @@ class TrainConfig:
     vae_long_steps: int = 500  # phase 1: whole 25-frame clips
     vae_long_frames: int = 25
     vae_decoder_steps: int = 1200  # phase 2: decoder only
+    vae_temporal_steps: int = 900  # phase 3: decoder only, with the temporal loss below
+    vae_temporal_weight: float = 2.0  # phase 3 weight of the frame-to-frame change of the reconstruction error
     vae_lr: float = 3e-3
     vae_latent_noise: float = 0.1  # decoder sees mu + this * latent_std * N(0, 1)
     vae_moment_weight: float = 0.1
@@ -103,7 +106,7 @@ class TrainConfig:
     def smoke(cls) -> "TrainConfig":
         """A few seconds per stage, for tests."""
         return cls(vocab_size=300, tokenizer_sentences=800, vae_steps=4, vae_long_steps=2, vae_long_frames=9,
-                   vae_decoder_steps=2,
+                   vae_decoder_steps=2, vae_temporal_steps=2,
                    vae_crop=32, clips=4, dit_steps=4,
                    dit_batch=2, vae=replace(cls.vae, base_dim=8, decoder_base_dim=8),
                    t5=T5Spec(d_model=32, d_kv=16, num_heads=2, d_ff=64, num_layers=1),
@@ -204,8 +207,13 @@ def vae_decode_train(vae: WanVAE, z: torch.Tensor) -> torch.Tensor:
     return rearrange(torch.cat(ys, dim=2), "b (c r q) f h w -> b c f (h q) (w r)", q=p, r=p)
 
 
-def vae_losses(vae: WanVAE, video: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> dict[str, torch.Tensor]:
-    """Reconstruction (objects weighted x5) + moment matching of normalise(mu) to N(0, 1) per channel."""
+def vae_losses(vae: WanVAE, video: torch.Tensor, cfg: TrainConfig, gen: torch.Generator,
+               temporal_weight: float = 0.0) -> dict[str, torch.Tensor]:
+    """Reconstruction (objects weighted x5) + moment matching of normalise(mu) to N(0, 1) per channel, and with
+    temporal_weight > 0 a temporal term: the change of the reconstruction error from one frame to the next. The
+    causal decoder makes each latent frame's four pixel frames in one piece, so its error jumps where one latent
+    frame hands over to the next (measured on the shipped VAE: the warping error of those frame pairs is 2-4x that
+    of the others); an error that stays the same from frame to frame is not seen as flicker."""
     mu = vae_encode_train(vae, video)
     mean, std = _latent_stats(mu)
     z = mu + cfg.vae_latent_noise * std * torch.randn(mu.shape, generator=gen).to(mu)
@@ -218,24 +226,32 @@ def vae_losses(vae: WanVAE, video: torch.Tensor, cfg: TrainConfig, gen: torch.Ge
     m = n.mean(dim=(0, 2, 3, 4))
     s = n.std(dim=(0, 2, 3, 4))
     moment = m.pow(2).mean() + (s - 1).pow(2).mean()
-    return {"loss": recon + cfg.vae_moment_weight * moment, "recon": recon, "moment": moment}
+    out = {"loss": recon + cfg.vae_moment_weight * moment, "recon": recon, "moment": moment}
+    if temporal_weight > 0 and err.shape[2] > 1:
+        step_err = err[:, :, 1:] - err[:, :, :-1]  # [B, 3, T - 1, H, W]
+        pair_w = torch.maximum(weight[:, :, 1:], weight[:, :, :-1])
+        out["temporal"] = (pair_w * (step_err.abs() + step_err.pow(2))).mean() / pair_w.mean()
+        out["loss"] = out["loss"] + temporal_weight * out["temporal"]
+    return out
 
 
 def train_vae(cfg: TrainConfig, minutes: float | None = None, *, vae: WanVAE | None = None,
-                        phases: tuple[int, ...] = (0, 1, 2)) -> tuple[WanVAE, dict]:
+                        phases: tuple[int, ...] = (0, 1, 2, 3)) -> tuple[WanVAE, dict]:
     """Phase 0: short clips (cheap, learns appearance); phase 1: whole clips, so chunks late in a video (whose causal
     receptive field no longer reaches the zero padding at the start) are trained too; phase 2: decoder only (the
-    encoder, hence the DiT's latents, stay fixed), for sharper edges. `vae` resumes from a saved VAE."""
+    encoder, hence the DiT's latents, stay fixed), for sharper edges; phase 3: decoder only with the temporal loss
+    (vae_losses), against the flicker where one latent frame hands over to the next. `vae` resumes from a saved
+    VAE; phases 2 and 3 leave the latents unchanged, so they can run after the DiT is trained."""
     torch.manual_seed(cfg.seed)
     vae = (vae or WanVAE(cfg.vae)).train()
     plan = {0: (cfg.vae_steps, cfg.vae_frames), 1: (cfg.vae_long_steps, cfg.vae_long_frames),
-            2: (cfg.vae_decoder_steps, cfg.vae_long_frames)}
+            2: (cfg.vae_decoder_steps, cfg.vae_long_frames), 3: (cfg.vae_temporal_steps, cfg.vae_long_frames)}
     total = sum(plan[p][0] for p in phases)
     info = {}
     for phase in phases:
         steps, frames = plan[phase]
         pcfg = replace(cfg, vae_frames=frames)
-        frozen = (vae.encoder, vae.conv1) if phase == 2 else ()  # phase 2 sharpens the decoder, latents unchanged
+        frozen = (vae.encoder, vae.conv1) if phase >= 2 else ()  # phases 2-3 train the decoder, latents unchanged
         for module in (vae.encoder, vae.conv1):
             module.requires_grad_(module not in frozen)
         params = [p for p in vae.parameters() if p.requires_grad]
@@ -246,7 +262,8 @@ def train_vae(cfg: TrainConfig, minutes: float | None = None, *, vae: WanVAE | N
         while not clock.done(step):
             for g in opt.param_groups:
                 g["lr"] = cfg.vae_lr * (1.0 if phase == 0 else 0.5) * _lr(step, clock.plan(step), cfg.warmup)
-            losses = vae_losses(vae, _vae_batch(pcfg, rng), pcfg, gen)
+            losses = vae_losses(vae, _vae_batch(pcfg, rng), pcfg, gen,
+                                temporal_weight=cfg.vae_temporal_weight if phase == 3 else 0.0)
             opt.zero_grad(set_to_none=True)
             losses["loss"].backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -450,6 +467,14 @@ def resume_dit(out: Path):
     return dit, text_model, te.tokenizer
 
 
+def _file_training(path: Path) -> dict:
+    """The "training" record in a safetensors file's metadata ({} if none)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return json.loads((f.metadata() or {}).get("training", "{}"))
+
+
 # --- command line -------------------------------------------------------------------------------------------------------
 def run(out: Path, cfg: TrainConfig, *, stages=("vae", "dit"), budget_minutes: float | None = None,
         dtype: torch.dtype | None = None, threads: int = 1) -> dict:
@@ -458,11 +483,13 @@ def run(out: Path, cfg: TrainConfig, *, stages=("vae", "dit"), budget_minutes: f
     out = Path(out)
     summary: dict = {"config": json.loads(json.dumps(asdict(cfg), default=str))}
     vae_share = 0.3 if "vae" in stages and "dit" in stages else 1.0
-    resume = {"vae1": (1, 2), "vae2": (2,)}
+    resume = {"vae1": (1, 2, 3), "vae2": (2, 3), "vae3": (3,)}
     if "vae" in stages or set(resume) & set(stages):
         phases = next((p for k, p in resume.items() if k in stages), (0, 1, 2))
         start = load_stage(out / MODEL_FILES["vae"]) if phases[0] > 0 else None
+        earlier = _file_training(out / MODEL_FILES["vae"]) if start is not None else {}
         vae, info = train_vae(cfg, budget_minutes and budget_minutes * vae_share, vae=start, phases=phases)
+        info = {**{k: v for k, v in earlier.items() if k not in info}, **info}  # a resumed file keeps its history
         summary["vae"] = info
         save_vae(vae, out / MODEL_FILES["vae"], dtype=dtype, metadata={"training": json.dumps(info)})
     if "dit" in stages or "dit2" in stages:
@@ -508,8 +535,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m wan_core.demo.train", description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True, type=Path, help="pack models/ folder (or any folder) to write into")
     ap.add_argument("--budget-minutes", type=float, default=None, help="wall-time cap for all stages (<= 90)")
-    ap.add_argument("--stage", choices=("all", "vae", "vae1", "vae2", "dit", "dit2"), default="all",
-                    help="vae1 / vae2: resume the VAE file in --out at phase 1 / 2 (phase 2 keeps the encoder); "
+    ap.add_argument("--stage", choices=("all", "vae", "vae1", "vae2", "vae3", "dit", "dit2"), default="all",
+                    help="vae1 / vae2 / vae3: resume the VAE file in --out at phase 1 / 2 / 3 (phases 2 and 3 keep "
+                         "the encoder, so the latents and a trained DiT stay valid); "
                          "dit2: a second DiT + text-encoder round on the files in --out")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--vae-steps", type=int, default=None)
