@@ -6,7 +6,8 @@ TemporalOptions (default preset "on"), and decoded. Reported, as one table:
   warping_error, hf_warping_error, luma_flicker, hf_flicker, motion_mean, motion_top5  (wan_core.temporal.metrics)
   bg_flicker        the demo evaluator's flicker (mean frame change over background pixels)
   colour / motion / shape accuracy  (wan_core.demo.evaluate.score, percent of videos)
-  sampling seconds per video (DiT loop only; text encoding and VAE decode excluded) and their ratio.
+  seconds per video: the DiT loop, plus the deflicker pass when the arm has one (text encoding and VAE decode
+  excluded), and their ratio.
 Issue 5 targets: warping error and flicker -25 %, motion >= 90 % of baseline, colour/direction accuracy drop <= 2
 points, time ratio <= 1.15. Plain and temporal runs of one video are interleaved, so load drift on a shared machine
 hits both; timings are still noisy there, so the table shows the ratio of the per-video medians as well.
@@ -35,6 +36,7 @@ from wan_core.demo import DEMO_DEFAULTS  # noqa: E402
 from wan_core.demo.evaluate import held_out_cases, score  # noqa: E402
 from wan_core.geometry import WAN22_VAE, latent_shape  # noqa: E402
 from wan_core.pipeline import sample_latents  # noqa: E402
+from wan_core.temporal.deflicker import deflicker  # noqa: E402
 from wan_core.temporal.metrics import video_metrics  # noqa: E402
 from wan_core.temporal.options import TemporalOptions, build, noise_transform  # noqa: E402
 
@@ -89,8 +91,10 @@ def tiny_models() -> Models:
 
 
 @torch.no_grad()
-def run_one(models: Models, prompt: str, scene, seed: int, options: TemporalOptions | None, args) -> dict:
-    """Sample (timed) and decode one video; return its metrics and evaluator scores."""
+def run_one(models: Models, prompt: str, scene, seed: int, options: TemporalOptions | None, args,
+            strength: float = 0.0) -> dict:
+    """Sample (timed) and decode one video, then deflicker it with `strength` (timed too; 0 = off); return its
+    metrics and evaluator scores."""
     ctx, neg = models.encode(prompt)
     latent = torch.zeros(latent_shape(scene.frames, scene.height, scene.width, WAN22_VAE, 1))
     wrappers, hooks = build(options)
@@ -101,6 +105,10 @@ def run_one(models: Models, prompt: str, scene, seed: int, options: TemporalOpti
     seconds = time.perf_counter() - t0
     video = models.vae.decode(z)  # [1, 3, T, H, W] in -1..1
     frames = ((video[0].float() + 1) / 2).clamp(0, 1).permute(1, 2, 3, 0).contiguous()  # [T, H, W, 3]
+    if strength > 0:
+        t1 = time.perf_counter()
+        frames = deflicker(frames, strength)
+        seconds += time.perf_counter() - t1
     m = video_metrics(frames, max_side=args.metrics_side)
     s = score(frames, prompt)
     return {**{k: m[k] for k in METRICS if k in m}, "bg_flicker": s["flicker"], "colour": float(s["colour"]),
@@ -111,10 +119,11 @@ def mean(rows: list[dict], key: str) -> float:
     return sum(r[key] for r in rows) / max(1, len(rows))
 
 
-def format_table(base: list[dict], temp: list[dict], options: TemporalOptions) -> str:
+def format_table(base: list[dict], temp: list[dict], arm: tuple) -> str:
     """One table: metric, baseline, temporal, ratio (or point change), share of videos improved, target."""
     n = len(base)
-    lines = [f"temporal options: {options.describe()}   videos per arm: {n}",
+    options, strength = arm
+    lines = [f"temporal options: {options.describe()}, deflicker {strength:g}   videos per arm: {n}",
              f"{'metric':<18}{'baseline':>12}{'temporal':>12}{'change':>11}{'improved':>10}  target"]
     for key in METRICS:
         b, t = mean(base, key), mean(temp, key)
@@ -126,15 +135,28 @@ def format_table(base: list[dict], temp: list[dict], options: TemporalOptions) -
         lines.append(f"{key + ' acc %':<18}{b:>12.1f}{t:>12.1f}{t - b:>+10.1f}pt{'':>10}  {TARGETS.get(key, '')}")
     b, t = mean(base, "seconds"), mean(temp, "seconds")
     med = statistics.median(y["seconds"] / x["seconds"] for x, y in zip(base, temp))
-    lines.append(f"{'sampling s/video':<18}{b:>12.2f}{t:>12.2f}{t / b:>10.3f}x{'':>10}  {TARGETS['seconds']} "
+    lines.append(f"{'s/video':<18}{b:>12.2f}{t:>12.2f}{t / b:>10.3f}x{'':>10}  {TARGETS['seconds']} "
                  f"(median per-video ratio {med:.3f}x)")
     return "\n".join(lines)
 
 
+def parse_arm(spec: str) -> tuple[TemporalOptions, float]:
+    """'on,deflicker=1' -> (TemporalOptions for 'on', 1.0): the sampler options and the deflicker strength."""
+    strength, rest = 0.0, []
+    for part in (p.strip() for p in spec.split(",")):
+        key, _, value = part.partition("=")
+        if key.strip() == "deflicker":
+            strength = float(value)
+        elif part:
+            rest.append(part)
+    return TemporalOptions.parse(",".join(rest)), strength
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--temporal", default="on", help="TemporalOptions spec, e.g. 'on' or 'flow=0.4,enhance=2'; "
-                    "several specs separated by ';' share one baseline and print one table each")
+    ap.add_argument("--temporal", default="on", help="TemporalOptions spec, e.g. 'on' or 'flow=0.4,enhance=2', "
+                    "plus deflicker=S for the decoded frames (e.g. 'on,deflicker=1' or 'deflicker=1'); several "
+                    "specs separated by ';' share one baseline and print one table each")
     ap.add_argument("--models", default=None, help="pack root holding models/ (default: this pack)")
     ap.add_argument("--tiny", action="store_true", help="tiny random weights instead of the demo model")
     ap.add_argument("--seeds", type=int, default=2, help="seeds per held-out triple (default 2)")
@@ -151,8 +173,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
-    variants = [TemporalOptions.parse(spec) for spec in args.temporal.split(";") if spec.strip()]
-    if not variants or not all(o.enabled for o in variants):
+    variants = [parse_arm(spec) for spec in args.temporal.split(";") if spec.strip()]
+    if not variants or not all(o.enabled or d > 0 for o, d in variants):
         raise SystemExit(f"--temporal {args.temporal!r}: every spec must turn something on; nothing to compare")
     models = tiny_models() if args.tiny else demo_models(args.models)
     cases = held_out_cases(args.seeds)
@@ -165,14 +187,15 @@ def main(argv=None) -> int:
             prompt = case.prompts[lang]
             base.append(run_one(models, prompt, case.scene, case.seed, None, args))
             for options, rows in zip(variants, temps):
-                rows.append(run_one(models, prompt, case.scene, case.seed, options, args))
+                rows.append(run_one(models, prompt, case.scene, case.seed, options[0], args, options[1]))
             log.info("[%d/%d %s] warp %.5f -> %s  %s", i + 1, len(cases), lang, base[-1]["warping_error"],
                      " ".join(f"{rows[-1]['warping_error']:.5f}" for rows in temps), prompt)
     for options, rows in zip(variants, temps):
         print(format_table(base, rows, options) + "\n")  # noqa: T201 - the benchmark's output
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "baseline": base, "variants": [
-            {"options": o.describe(), "rows": rows} for o, rows in zip(variants, temps)]}, indent=1))
+            {"options": o.describe(), "deflicker": d, "rows": rows} for (o, d), rows in zip(variants, temps)]},
+            indent=1))
     weights = "TINY RANDOM WEIGHTS (script check only)" if args.tiny else "demo model"
     print(f"{len(base) * (1 + len(variants))} videos in {time.perf_counter() - t0:.0f} s; {weights}; steps {args.steps}, "  # noqa: T201
           f"cfg {args.cfg}, shift {args.shift}, sampler {args.sampler}, threads {args.threads}")

@@ -3,13 +3,14 @@ from .decode import WanT2VDecode
 from .latent import WanT2VLatentInit
 from .loaders import WanT2VModelLoader, WanT2VTextEncoderLoader, WanT2VVAELoader
 from .sampling import WanT2VSampler
-from .temporal import WanT2VFrameInterpolate, WanT2VTemporalSettings, WanT2VVideoMetrics
+from .temporal import WanT2VDeflicker, WanT2VFrameInterpolate, WanT2VTemporalSettings, WanT2VVideoMetrics
 from .text import WanT2VTextEncode
 from .video import WanT2VSaveVideo
 
 NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in (
     WanT2VModelLoader, WanT2VTextEncoderLoader, WanT2VVAELoader, WanT2VTextEncode, WanT2VLatentInit,
-    WanT2VSampler, WanT2VDecode, WanT2VSaveVideo, WanT2VTemporalSettings, WanT2VVideoMetrics, WanT2VFrameInterpolate)}
+    WanT2VSampler, WanT2VDecode, WanT2VSaveVideo, WanT2VTemporalSettings, WanT2VVideoMetrics, WanT2VFrameInterpolate,
+    WanT2VDeflicker)}
 
 NODE_DISPLAY_NAME_MAPPINGS = {
     "WanT2VModelLoader": "WanT2V Model Loader",
@@ -23,4 +24,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "WanT2VTemporalSettings": "WanT2V Temporal Settings",
     "WanT2VVideoMetrics": "WanT2V Video Metrics",
     "WanT2VFrameInterpolate": "WanT2V Frame Interpolate",
+    "WanT2VDeflicker": "WanT2V Deflicker",
 }

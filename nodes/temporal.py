@@ -1,5 +1,5 @@
-"""Temporal-consistency nodes: sampler settings (flow-guided smoothing, Enhance-A-Video), video metrics, frame
-interpolation. Thin adapters over wan_core.temporal; all three are weight-free."""
+"""Temporal-consistency nodes: sampler settings (flow-guided smoothing, Enhance-A-Video, correlated noise), video
+metrics, frame interpolation, deflicker. Thin adapters over wan_core.temporal; all are weight-free."""
 from __future__ import annotations
 
 import json
@@ -86,7 +86,9 @@ class WanT2VVideoMetrics:
 
 class WanT2VFrameInterpolate:
     DESCRIPTION = ("Raises the frame rate with weight-free optical-flow interpolation (bidirectional flow, "
-                   "occlusion-aware blending of both warps, hole filling, plain blending at scene cuts). "
+                   "occlusion-aware blending of both warps, hole filling). Falls back to plain blending at scene "
+                   "cuts, where warping explains little, and for a whole clip when predicting some of its own "
+                   "frames shows that motion compensation does not beat blending. "
                    "Outputs the new frames and the new fps for the save node.")
     CATEGORY = "WanT2V"
     RETURN_TYPES = ("IMAGE", "FLOAT")
@@ -112,3 +114,31 @@ class WanT2VFrameInterpolate:
         if target_fps > 0:
             return interpolate_to_fps(frames.float(), fps, target_fps)
         return interpolate_frames(frames.float(), multiplier), float(fps * multiplier)
+
+
+class WanT2VDeflicker:
+    DESCRIPTION = ("Motion-compensated deflicker of decoded frames: each frame is averaged with its flow-warped "
+                   "neighbours where the flow's forward-backward check and the colours agree, on the coarse "
+                   "frequencies only, so fine texture and motion stay. Weight-free; place it after VAE Decode.")
+    CATEGORY = "WanT2V"
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("frames",)
+    OUTPUT_TOOLTIPS = ("Deflickered frames, same count and size.",)
+    FUNCTION = "deflicker"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "frames": ("IMAGE", {"tooltip": "Frames [T, H, W, 3] of one clip."}),
+            "strength": _fraction(1.0, "Weight of each agreeing neighbour against the frame itself: 0 off, 1 each "
+                                       "counts as much as the frame."),
+        }, "optional": {
+            "flow_size": ("INT", {"default": 96, "min": 16, "max": 2048, "step": 16, "tooltip":
+                                  "Longer side (pixels) the flow is estimated at. 96 is enough for the demo; raise it "
+                                  "for large frames with small moving parts (costs time, little on a GPU)."}),
+        }}
+
+    def deflicker(self, frames, strength, flow_size=96):
+        from wan_core.temporal.deflicker import DeflickerConfig, deflicker
+
+        return (deflicker(frames.float(), strength, DeflickerConfig(flow_max_side=flow_size)),)

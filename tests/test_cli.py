@@ -57,12 +57,20 @@ def test_generate_with_temporal_options_and_interpolation(model_dir, tmp_path):
     out = tmp_path / "t.mp4"
     code = main(["generate", "a green square moving up", "-o", str(out), "--model-dir", str(model_dir), "--width", "64",
                  "--height", "64", "--frames", "9", "--steps", "3", "--fps", "12", "--device", "cpu",
-                 "--temporal", "flow=0.4,enhance=2", "--interpolate", "2"])
+                 "--temporal", "flow=0.4,enhance=2", "--interpolate", "2", "--deflicker", "1"])
     assert code == 0
     frames, meta = read_video(out)
     assert frames.shape[0] == 17  # (9 - 1) * 2 + 1
     params = json.loads(meta["wan_t2v_parameters"])
     assert params["fps"] == 24 and params["interpolate"] == 2 and "flow_strength=0.4" in params["temporal"]
+    assert params["deflicker"] == 1.0
+
+
+def test_generate_bad_deflicker_is_refused_before_loading(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["generate", "x", "-o", str(tmp_path / "x.mp4"), "--deflicker", "1.5"])
+    assert exc.value.code == 2
+    assert "1.5 is outside [0, 1]" in capsys.readouterr().err
 
 
 def test_generate_bad_temporal_spec_is_refused(model_dir, tmp_path, capsys):

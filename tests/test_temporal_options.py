@@ -132,6 +132,12 @@ def test_metrics_and_interpolate_nodes_on_a_moving_pattern():
     assert torch.equal(more[::2], frames)  # input frames are kept
     resampled, fps = node.interpolate(frames, 12.0, 2, 18.0)
     assert fps == 18.0 and resampled.shape[0] == 7  # 4 intervals of 1/12 s = 1/3 s -> 6 intervals at 18 fps
+    from nodes.temporal import WanT2VDeflicker
+
+    (same,) = WanT2VDeflicker().deflicker(frames, 0.0)
+    assert torch.equal(same, frames)
+    (smoothed,) = WanT2VDeflicker().deflicker(frames, 1.0)
+    assert smoothed.shape == frames.shape and (smoothed - frames).abs().mean() < 0.02  # a clean translation: kept
 
 
 def test_sampler_node_accepts_the_temporal_input(tmp_path):

@@ -49,6 +49,9 @@ def _add_generate(sub):
                         'noise = noise_share, band = noise_band, and the *_start/*_end step fractions; default: off)')
     p.add_argument("--interpolate", type=int, default=1, choices=[1, 2, 3, 4],
                    help="optical-flow frame interpolation multiplier; the fps is multiplied too (default 1: off)")
+    p.add_argument("--deflicker", type=_unit_float, default=0.0, metavar="S",
+                   help="motion-compensated deflicker of the decoded frames, strength 0..1 (default 0: off; 1 is "
+                        "what the README measures)")
     p.set_defaults(func=cmd_generate)
 
 
@@ -56,6 +59,17 @@ def _official_default(name):
     return {"width": SamplingConfig.width, "height": SamplingConfig.height, "frames": SamplingConfig.num_frames,
             "fps": SamplingConfig.fps, "steps": SamplingConfig.steps, "cfg": SamplingConfig.guidance_scale,
             "shift": SamplingConfig.shift}[name]
+
+
+def _unit_float(text: str) -> float:
+    """argparse type: a number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; give a strength in [0, 1]") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{value:g} is outside [0, 1]; 0 is off, 1 the default strength")
+    return value
 
 
 def pick_device(name: str):
@@ -101,15 +115,17 @@ def cmd_generate(args) -> int:
                                           vae_dtype=torch.float32 if on_cpu else None, offload=args.offload,
                                           verify=not args.no_verify)
     bar = tqdm(total=settings["num_inference_steps"], desc="sampling", unit="step", disable=None)
-    frames = pipe(args.prompt, args.negative_prompt, callback=lambda d: bar.update(1), temporal=temporal, **settings)
+    frames = pipe(args.prompt, args.negative_prompt, callback=lambda d: bar.update(1), temporal=temporal,
+                  deflicker=args.deflicker, **settings)
     bar.close()
     if args.interpolate > 1:
         from .temporal.interpolate import interpolate_frames
 
         frames, fps = interpolate_frames(frames, args.interpolate), fps * args.interpolate
     params = dict(prompt=args.prompt, negative_prompt=args.negative_prompt, fps=fps, interpolate=args.interpolate,
-                  temporal=temporal.describe() if temporal else "off", model="demo" if use_demo else
-                  {k: getattr(args, k) for k in ("model_dir", "dit", "vae", "text_encoder")}, **settings)
+                  temporal=temporal.describe() if temporal else "off", deflicker=args.deflicker,
+                  model="demo" if use_demo else {k: getattr(args, k) for k in ("model_dir", "dit", "vae", "text_encoder")},
+                  **settings)
     out = write_mp4(frames, args.output, fps=fps, crf=args.crf,
                     metadata={"comment": "made with wan_core", "wan_t2v_parameters": json.dumps(params, ensure_ascii=False)})
     print(f"wrote {out} ({frames.shape[0]} frames, {frames.shape[2]}x{frames.shape[1]}, {fps:g} fps) "

@@ -177,15 +177,20 @@ class WanT2VPipeline:
                  guidance_scale: float = SamplingConfig.guidance_scale, shift: float = SamplingConfig.shift,
                  seed: int = 0, sampler: str = SamplingConfig.sampler, schedule: str = SamplingConfig.schedule,
                  callback: Callable | None = None, output_type: str = "pt", decode_tile=None,
-                 model_wrappers: Sequence[ModelWrapper] = (), hooks=None, temporal=None):
+                 model_wrappers: Sequence[ModelWrapper] = (), hooks=None, temporal=None, deflicker: float = 0.0):
         """Generate video(s): frames [T, H, W, 3] float in 0..1 for one prompt, [B, T, H, W, 3] for a list.
 
         output_type: "pt" (frames), "latent" (raw VAE latents [B, 48, T', H/16, W/16]).
         temporal: a wan_core.temporal.options.TemporalOptions (flow-guided x0 smoothing, Enhance-A-Video gain,
             correlated initial noise); None = off.
+        deflicker: strength 0..1 of the motion-compensated deflicker applied to the decoded frames
+            (wan_core.temporal.deflicker); 0 = off.
         """
         if output_type not in ("pt", "latent"):
             raise ValueError(f"output_type must be 'pt' or 'latent' (got {output_type!r})")
+        if isinstance(deflicker, bool) or not isinstance(deflicker, (int, float)) or not 0.0 <= deflicker <= 1.0:
+            raise ValueError(f"deflicker must be a number in [0, 1] (got {deflicker!r}); 0 is off, 1 the default "
+                             "strength of the Deflicker node")
         validate_request(width, height, num_frames, WAN22_VAE, tuple(self.dit.cfg.patch_size))
         shape_noise = None
         if temporal is not None:
@@ -207,5 +212,10 @@ class WanT2VPipeline:
             return z
         with self._stage(self.vae):
             video = self.vae.decode(z.to(next(self.vae.parameters()).dtype), tile=decode_tile)  # [B, 3, T, H, W]
-        frames = ((video.float() + 1) / 2).clamp(0, 1).permute(0, 2, 3, 4, 1).cpu()  # [B, T, H, W, 3]
+        frames = ((video.float() + 1) / 2).clamp(0, 1).permute(0, 2, 3, 4, 1)  # [B, T, H, W, 3]
+        if deflicker > 0:
+            from .temporal.deflicker import deflicker as deflicker_frames
+
+            frames = torch.stack([deflicker_frames(clip, deflicker) for clip in frames])
+        frames = frames.cpu()
         return frames[0] if isinstance(prompt, str) else frames

@@ -1,7 +1,8 @@
 """Frame strips (PNG) of demo videos: one row per video, evenly spaced frames, for docs and eyeballing.
 
     python -m wan_core.demo.strip -o docs/demo_strip.png                        # the demo model on STRIP_PROMPTS
-    python -m wan_core.demo.strip -o docs/temporal_strip.png --temporal on      # each prompt plain, then with options
+    python -m wan_core.demo.strip -o docs/temporal_strip.png --temporal on --deflicker 1
+                                                        # each prompt plain, then with the options and deflicker
 """
 from __future__ import annotations
 
@@ -52,6 +53,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--temporal", default=None,
                     help="TemporalOptions spec (e.g. 'on'): every prompt gets a plain row, then a row with them")
+    ap.add_argument("--deflicker", type=float, default=0.0,
+                    help="deflicker strength 0..1 for the second row of each prompt (with --temporal)")
     ap.add_argument("--models", default=None, help="pack root holding models/ (default: this pack)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -66,7 +69,7 @@ def main(argv=None) -> int:
         for opts in ((None, temporal) if temporal is not None else (None,)):
             videos.append(pipe(prompt, width=width, height=height, num_frames=d.num_frames, seed=args.seed,
                                num_inference_steps=d.steps, guidance_scale=d.guidance_scale, shift=d.shift,
-                               sampler=d.sampler, temporal=opts))
+                               sampler=d.sampler, temporal=opts, deflicker=args.deflicker if opts else 0.0))
     print(save_strip(videos, args.output))  # noqa: T201 - the CLI's output
     return 0
 

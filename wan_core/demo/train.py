@@ -1,8 +1,10 @@
 """Train the embedded demo model from scratch on the synthetic world (seeded; CPU; only wan_core's own classes).
 
-    python -m wan_core.demo.train --out models --stage vae --budget-minutes 26    # the shipped VAE: 18.5 min
+    # the shipped files, in this order (times in the README; 86.9 min in all):
+    python -m wan_core.demo.train --out models --stage vae --budget-minutes 26 --set vae_temporal_steps=0
     python -m wan_core.demo.train --out models --stage dit --budget-minutes 45 --threads 2 --dit-steps 6000
-                                                                  # the shipped DiT + umT5 (see the README for times)
+    python -m wan_core.demo.train --out models --stage dit2 --budget-minutes 23 --threads 2 --dit-steps 3100
+    python -m wan_core.demo.train --out models --stage vae3 --budget-minutes 8.5 --threads 2
 
 Stages (each resumable from the files of the previous one in --out):
 1. tokenizer: sentencepiece (unigram, character_coverage 1.0) on EN+ZH captions, stored as `spiece_model`.

@@ -256,9 +256,21 @@ def estimate_flow(
 
 
 def bidirectional_flow(
-    img0: torch.Tensor, img1: torch.Tensor, cfg: FlowConfig = FlowConfig()
+    img0: torch.Tensor, img1: torch.Tensor, cfg: FlowConfig = FlowConfig(), *, max_side: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(f01, f10), each [N, 2, H, W], estimated in one batched solve."""
+    """(f01, f10), each [N, 2, H, W], estimated in one batched solve.
+
+    With max_side, frames whose longer side exceeds it are solved at that size (antialiased) and the flows are
+    upsampled and rescaled to full-size pixels."""
+    h, w = img0.shape[-2:]
+    if max_side is not None and max(h, w) > max_side:
+        s = max_side / max(h, w)
+        size = (max(2, round(h * s)), max(2, round(w * s)))
+        small = lambda x: F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)  # noqa: E731
+        f01, f10 = bidirectional_flow(small(img0), small(img1), cfg)
+        scale = torch.tensor([(w - 1) / (size[1] - 1), (h - 1) / (size[0] - 1)], device=img0.device, dtype=f01.dtype)
+        up = lambda f: F.interpolate(f, size=(h, w), mode="bilinear", align_corners=False) * scale.view(1, 2, 1, 1)  # noqa: E731
+        return up(f01), up(f10)
     both = estimate_flow(torch.cat((img0, img1)), torch.cat((img1, img0)), cfg)  # [2N, 2, H, W]
     n = img0.shape[0]
     return both[:n], both[n:]

@@ -51,7 +51,7 @@ def pca_preview(x0: torch.Tensor) -> torch.Tensor:
     return rearrange(proj, "b (t h w) c -> b c t h w", t=t, h=h, w=w)
 
 
-def _low_pass(x: torch.Tensor, sigma: float) -> torch.Tensor:
+def low_pass(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur of [N, C, H, W] with replicated borders."""
     r = max(1, int(round(3 * sigma)))
     k = torch.exp(-(torch.arange(-r, r + 1, device=x.device, dtype=x.dtype) ** 2) / (2 * sigma**2))
@@ -105,7 +105,7 @@ def smooth_x0(
     if flows is None or flows[0].shape[0] != b * (tp - 1) or flows[0].shape[-2:] != (h, w):
         flows = latent_flows(x0, preview=preview, skip_first=skip_first, flow_cfg=flow_cfg)
     fw, bw, m_fw, m_bw = flows
-    low = _low_pass(rearrange(seg, "b c t h w -> (b t) c h w"), low_sigma)
+    low = low_pass(rearrange(seg, "b c t h w -> (b t) c h w"), low_sigma)
     low = rearrange(low, "(b t) c h w -> b t c h w", b=b)  # [B, T', C, H, W]
     src_next = rearrange(low[:, 1:], "b t c h w -> (b t) c h w")
     src_prev = rearrange(low[:, :-1], "b t c h w -> (b t) c h w")
@@ -119,7 +119,7 @@ def smooth_x0(
     target = acc / cnt.clamp_min(1.0)
     trust = weight * cnt / 2.0  # one valid neighbour = half weight
     change = rearrange(trust * (target - low) * (cnt > 0), "b t c h w -> (b t) c h w")
-    change = _low_pass(change, low_sigma)  # the hard mask's edges must not leak high frequencies
+    change = low_pass(change, low_sigma)  # the hard mask's edges must not leak high frequencies
     delta = rearrange(change, "(b t) c h w -> b c t h w", b=b)
     out = work.clone()
     out[:, :, first:] = seg + delta

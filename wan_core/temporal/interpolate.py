@@ -111,17 +111,7 @@ def _push_pull(values: torch.Tensor, weight: torch.Tensor, eps: float = 1e-3) ->
 
 def _pair_state(img0: torch.Tensor, img1: torch.Tensor, cfg: InterpConfig) -> dict:
     """Flows, splat weights, and the per-pair blend fallback of pairs img0, img1 [N, C, H, W]."""
-    h, w = img0.shape[-2:]
-    if cfg.flow_max_side is not None and max(h, w) > cfg.flow_max_side:
-        s = cfg.flow_max_side / max(h, w)
-        size = (max(2, round(h * s)), max(2, round(w * s)))
-        small = lambda x: F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)  # noqa: E731
-        f01, f10 = bidirectional_flow(small(img0), small(img1), cfg.flow)
-        scale = torch.tensor([(w - 1) / (size[1] - 1), (h - 1) / (size[0] - 1)], device=img0.device, dtype=f01.dtype)
-        up = lambda f: F.interpolate(f, size=(h, w), mode="bilinear", align_corners=False) * scale.view(1, 2, 1, 1)  # noqa: E731
-        f01, f10 = up(f01), up(f10)
-    else:
-        f01, f10 = bidirectional_flow(img0, img1, cfg.flow)
+    f01, f10 = bidirectional_flow(img0, img1, cfg.flow, max_side=cfg.flow_max_side)
     err0 = (img0 - warp(img1, f01)).abs().mean(1, keepdim=True)  # photometric fit [N, 1, H, W]
     err1 = (img1 - warp(img0, f10)).abs().mean(1, keepdim=True)
     valid0, valid1 = occlusion_mask(f01, f10), occlusion_mask(f10, f01)
