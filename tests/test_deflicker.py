@@ -70,3 +70,22 @@ def test_bad_input_is_refused():
         DeflickerConfig(window=4)
     with pytest.raises(ValueError, match="band_sigma"):
         DeflickerConfig(band_sigma=0)
+
+
+def test_sharpness_that_pumps_between_frames_is_evened_out():
+    """Frames of one still texture, alternately sharp and blurred (as a causal decoder's latent frames can be): the
+    fine band's energy is evened out; with sharpness_window=1 it is not touched."""
+    from wan_core.temporal.guided import low_pass
+    from wan_core.temporal.metrics import flicker_index
+
+    sharp = texture(48, 64, seed=4)  # [1, 3, H, W]
+    soft = low_pass(sharp, 1.0)
+    clip = torch.cat([sharp, soft] * 3 + [sharp]).permute(0, 2, 3, 1).contiguous()  # [7, H, W, 3]
+    hf = lambda x: flicker_index(x.permute(0, 3, 1, 2))[1]  # noqa: E731
+    even = deflicker(clip, 1.0)
+    print(f"HF flicker {hf(clip):.3f} -> {hf(even):.3f}")
+    assert hf(even) < 0.5 * hf(clip)
+    off = deflicker(clip, 1.0, DeflickerConfig(sharpness_window=1))
+    assert hf(off) > 0.7 * hf(clip)  # the flow-guided average (coarse band only) leaves it
+    with pytest.raises(ValueError, match="sharpness_window"):
+        DeflickerConfig(sharpness_window=4)
