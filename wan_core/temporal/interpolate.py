@@ -164,9 +164,7 @@ def clip_weight(x: torch.Tensor, cfg: InterpConfig = InterpConfig()) -> float:
     mids = sorted({1 + round(j * (t - 3) / max(1, k - 1)) for j in range(k)})
     idx = torch.tensor(mids, device=x.device)
     a, b, truth = x[idx - 1].float(), x[idx + 1].float(), x[idx].float()
-    st = _pair_state(a, b, cfg)
-    st["clip"] = 1.0
-    pred = _at_time(a, b, st, 0.5).clamp(0, 1)
+    pred = _at_time(a, b, _pair_state(a, b, cfg), 0.5).clamp(0, 1)
     e_mc = (pred - truth).pow(2).sum().item()
     e_blend = (0.5 * (a + b) - truth).pow(2).sum().item()
     if e_blend <= 1e-12:
@@ -253,11 +251,13 @@ def interpolate_at(frames: torch.Tensor, times, cfg: InterpConfig = InterpConfig
         chunk = pairs[start:start + cfg.pairs_per_batch]
         idx = torch.tensor(chunk, device=x.device)
         a, b = x[idx].float(), x[idx + 1].float()  # [P, 3, H, W]
-        st = _pair_state(a, b, cfg)
-        st["clip"] = weight
+        st = _pair_state(a, b, cfg) if weight > 0 else None  # weight 0: the plain blend, no flow needed
+        if st is not None:
+            st["clip"] = weight
         fracs = sorted({f for i in chunk for _, f in pending[i]})
         for frac in fracs:
-            mid = _at_time(a, b, st, frac).clamp(0, 1).to(x.dtype)  # [P, 3, H, W]
+            mid = (1 - frac) * a + frac * b if st is None else _at_time(a, b, st, frac)
+            mid = mid.clamp(0, 1).to(x.dtype)  # [P, 3, H, W]
             for k, i in enumerate(chunk):
                 for slot, f in pending[i]:
                     if f == frac:
