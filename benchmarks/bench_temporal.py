@@ -186,12 +186,12 @@ def main(argv=None) -> int:
         for lang in langs:
             prompt = case.prompts[lang]
             base.append(run_one(models, prompt, case.scene, case.seed, None, args))
-            for options, rows in zip(variants, temps):
-                rows.append(run_one(models, prompt, case.scene, case.seed, options[0], args, options[1]))
+            for (options, strength), rows in zip(variants, temps):
+                rows.append(run_one(models, prompt, case.scene, case.seed, options, args, strength))
             log.info("[%d/%d %s] warp %.5f -> %s  %s", i + 1, len(cases), lang, base[-1]["warping_error"],
                      " ".join(f"{rows[-1]['warping_error']:.5f}" for rows in temps), prompt)
-    for options, rows in zip(variants, temps):
-        print(format_table(base, rows, options) + "\n")  # noqa: T201 - the benchmark's output
+    for arm, rows in zip(variants, temps):
+        print(format_table(base, rows, arm) + "\n")  # noqa: T201 - the benchmark's output
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "baseline": base, "variants": [
             {"options": o.describe(), "deflicker": d, "rows": rows} for (o, d), rows in zip(variants, temps)]},

@@ -188,9 +188,10 @@ class WanT2VPipeline:
         """
         if output_type not in ("pt", "latent"):
             raise ValueError(f"output_type must be 'pt' or 'latent' (got {output_type!r})")
-        if isinstance(deflicker, bool) or not isinstance(deflicker, (int, float)) or not 0.0 <= deflicker <= 1.0:
-            raise ValueError(f"deflicker must be a number in [0, 1] (got {deflicker!r}); 0 is off, 1 the default "
-                             "strength of the Deflicker node")
+        if deflicker != 0:  # checked before sampling, not after it
+            from .temporal.deflicker import check_strength
+
+            check_strength(deflicker)
         validate_request(width, height, num_frames, WAN22_VAE, tuple(self.dit.cfg.patch_size))
         shape_noise = None
         if temporal is not None:

@@ -31,7 +31,7 @@ from .metrics import luma
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DeflickerConfig", "deflicker"]
+__all__ = ["DeflickerConfig", "deflicker", "check_strength"]
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,14 @@ class DeflickerConfig:
             raise ValueError(f"DeflickerConfig.frames_per_batch must be >= 1 (got {self.frames_per_batch})")
 
 
+def check_strength(strength) -> None:
+    """Raise ValueError unless strength is a number in [0, 1] (the deflicker's, checked before any work)."""
+    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not math.isfinite(strength) \
+            or not 0.0 <= strength <= 1.0:
+        raise ValueError(f"deflicker strength must be a number in [0, 1] (got {strength!r}); 0 is off, 1 the "
+                         "measured default (the Deflicker node's)")
+
+
 def _pair_flows(a: torch.Tensor, b: torch.Tensor, cfg: DeflickerConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """(f_ab, f_ba) of frames [N, 3, H, W], on mean-removed frames (a brightness flicker is not motion), estimated
     at a working size of at most cfg.flow_max_side and returned at full size."""
@@ -100,9 +108,7 @@ def _even_sharpness(x: torch.Tensor, strength: float, cfg: DeflickerConfig) -> t
 def deflicker(frames: torch.Tensor, strength: float = 1.0, cfg: DeflickerConfig = DeflickerConfig()) -> torch.Tensor:
     """Motion-compensated temporal filter of frames [T, H, W, 3] (float, 0..1); strength in [0, 1], 0 returns the
     input unchanged (the same tensor), 1 weighs each valid neighbour as much as the frame itself."""
-    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not math.isfinite(strength) \
-            or not 0.0 <= strength <= 1.0:
-        raise ValueError(f"deflicker strength must be a number in [0, 1] (got {strength!r}); 0 is off, 1 the measured default")
+    check_strength(strength)
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"frames must be [T, H, W, 3] in 0..1 (the IMAGE layout); got shape {tuple(frames.shape)}")
     if not frames.is_floating_point():

@@ -130,8 +130,7 @@ def _pair_state(img0: torch.Tensor, img1: torch.Tensor, cfg: InterpConfig) -> di
                  cut.numel(), [round(v, 2) for v in valid[cut].tolist()], [round(g, 2) for g in gain[cut].tolist()])
     z0 = torch.exp(-cfg.splat_beta * err0) * (0.05 + 0.95 * valid0)  # splat weights [N, 1, H, W]
     z1 = torch.exp(-cfg.splat_beta * err1) * (0.05 + 0.95 * valid1)
-    return {"f01": f01, "f10": f10, "z0": z0, "z1": z1, "cut": cut, "trust": _local_trust(diff_map, fit_map, cfg),
-            "clip": 1.0}
+    return {"f01": f01, "f10": f10, "z0": z0, "z1": z1, "cut": cut, "trust": _local_trust(diff_map, fit_map, cfg)}
 
 
 def _local_trust(diff_map: torch.Tensor, fit_map: torch.Tensor, cfg: InterpConfig) -> torch.Tensor | None:
@@ -177,8 +176,9 @@ def clip_weight(x: torch.Tensor, cfg: InterpConfig = InterpConfig()) -> float:
     return weight
 
 
-def _at_time(img0: torch.Tensor, img1: torch.Tensor, st: dict, t: float) -> torch.Tensor:
-    """Frames at fraction t in (0, 1) between img0 and img1 [N, C, H, W], from a _pair_state."""
+def _at_time(img0: torch.Tensor, img1: torch.Tensor, st: dict, t: float, weight: float = 1.0) -> torch.Tensor:
+    """Frames at fraction t in (0, 1) between img0 and img1 [N, C, H, W], from a _pair_state; `weight` (the
+    clip_weight) scales the motion-compensated frame's departure from the blend."""
     f01, f10, z0, z1 = st["f01"], st["f10"], st["z0"], st["z1"]
     acc0, w0 = _splat(-t * f01, t * f01, z0)  # flow t->0 at the pixels I0's content reaches at time t
     acc1, w1 = _splat(-(1 - t) * f10, (1 - t) * f10, z1)  # flow t->1
@@ -201,8 +201,8 @@ def _at_time(img0: torch.Tensor, img1: torch.Tensor, st: dict, t: float) -> torc
     blend = (1 - t) * img0 + t * img1
     if st["trust"] is not None:
         mix = blend + st["trust"] * (mix - blend)
-    if st["clip"] < 1.0:
-        mix = blend + st["clip"] * (mix - blend)
+    if weight < 1.0:
+        mix = blend + weight * (mix - blend)
     return torch.where(st["cut"].view(-1, 1, 1, 1), blend, mix)
 
 
@@ -252,11 +252,9 @@ def interpolate_at(frames: torch.Tensor, times, cfg: InterpConfig = InterpConfig
         idx = torch.tensor(chunk, device=x.device)
         a, b = x[idx].float(), x[idx + 1].float()  # [P, 3, H, W]
         st = _pair_state(a, b, cfg) if weight > 0 else None  # weight 0: the plain blend, no flow needed
-        if st is not None:
-            st["clip"] = weight
         fracs = sorted({f for i in chunk for _, f in pending[i]})
         for frac in fracs:
-            mid = (1 - frac) * a + frac * b if st is None else _at_time(a, b, st, frac)
+            mid = (1 - frac) * a + frac * b if st is None else _at_time(a, b, st, frac, weight)
             mid = mid.clamp(0, 1).to(x.dtype)  # [P, 3, H, W]
             for k, i in enumerate(chunk):
                 for slot, f in pending[i]:
