@@ -487,7 +487,7 @@ def run(out: Path, cfg: TrainConfig, *, stages=("vae", "dit"), budget_minutes: f
     vae_share = 0.3 if "vae" in stages and "dit" in stages else 1.0
     resume = {"vae1": (1, 2, 3), "vae2": (2, 3), "vae3": (3,)}
     if "vae" in stages or set(resume) & set(stages):
-        phases = next((p for k, p in resume.items() if k in stages), (0, 1, 2))
+        phases = next((p for k, p in resume.items() if k in stages), (0, 1, 2, 3))
         start = load_stage(out / MODEL_FILES["vae"]) if phases[0] > 0 else None
         earlier = _file_training(out / MODEL_FILES["vae"]) if start is not None else {}
         vae, info = train_vae(cfg, budget_minutes and budget_minutes * vae_share, vae=start, phases=phases)
