@@ -114,13 +114,15 @@ def _inside(flow: torch.Tensor, margin: float = 0.0) -> torch.Tensor:
 
 
 def _gradients(img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Five-point central differences (d/dx, d/dy) with replicated borders, each [N, C, H, W]."""
-    c = img.shape[1]
-    k = torch.tensor([1.0, -8.0, 0.0, 8.0, -1.0], device=img.device, dtype=img.dtype) / 12.0
-    kx = k.view(1, 1, 1, 5).expand(c, 1, 1, 5)  # depthwise [C, 1, 1, 5]
-    ky = k.view(1, 1, 5, 1).expand(c, 1, 5, 1)  # depthwise [C, 1, 5, 1]
-    gx = F.conv2d(F.pad(img, (2, 2, 0, 0), mode="replicate"), kx, groups=c)
-    gy = F.conv2d(F.pad(img, (0, 0, 2, 2), mode="replicate"), ky, groups=c)
+    """Five-point central differences (d/dx, d/dy) with replicated borders, each [N, C, H, W].
+
+    (f(x-2) - 8 f(x-1) + 8 f(x+1) - f(x+2)) / 12 as shifted slices of the padded image (on CPU several times faster
+    than a depthwise conv2d)."""
+    h, w = img.shape[-2:]
+    p = F.pad(img, (2, 2, 0, 0), mode="replicate")
+    gx = (p[..., 3:w + 3] - p[..., 1:w + 1]).mul_(8.0).add_(p[..., :w]).sub_(p[..., 4:w + 4]).div_(12.0)
+    p = F.pad(img, (0, 0, 2, 2), mode="replicate")
+    gy = (p[..., 3:h + 3, :] - p[..., 1:h + 1, :]).mul_(8.0).add_(p[..., :h, :]).sub_(p[..., 4:h + 4, :]).div_(12.0)
     return gx, gy
 
 
@@ -131,9 +133,9 @@ def _neighbour_mean(flow: torch.Tensor) -> torch.Tensor:
     done with shifted slices (much faster on CPU than a depthwise conv).
     """
     p = F.pad(flow, (1, 1, 1, 1), mode="replicate")  # [N, 2, H+2, W+2]
-    rows = p[..., :, :-2] + 2 * p[..., :, 1:-1] + p[..., :, 2:]  # [N, 2, H+2, W]
-    both = rows[..., :-2, :] + 2 * rows[..., 1:-1, :] + rows[..., 2:, :]  # [N, 2, H, W]
-    return (both - 4 * flow) / 12.0
+    rows = (p[..., :, :-2] + p[..., :, 2:]).add_(p[..., :, 1:-1], alpha=2)  # [N, 2, H+2, W]
+    both = (rows[..., :-2, :] + rows[..., 2:, :]).add_(rows[..., 1:-1, :], alpha=2)  # [N, 2, H, W]
+    return both.sub_(flow, alpha=4).div_(12.0)
 
 
 def _median3(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -220,10 +222,12 @@ def _refine_level(i0: torch.Tensor, i1: torch.Tensor, flow: torch.Tensor, cfg: F
                 inv = 1.0 / (j11 * j22 - j12 * j12)
                 p11, p12, p22 = j22 * inv, j12 * inv, j11 * inv  # inverse of the 2x2 system
             # Solve (J + a2 I) (w - w0) = a2 (avg - w0) - b per pixel for the full flow w.
-            avg = _neighbour_mean(flow)
-            r1 = a2 * avg[:, :1] - b1
-            r2 = a2 * avg[:, 1:] - b2
-            flow = flow0 + torch.cat((p11 * r1 - p12 * r2, p22 * r2 - p12 * r1), dim=1)
+            r = _neighbour_mean(flow).mul_(a2)
+            r1, r2 = r[:, :1].sub_(b1), r[:, 1:].sub_(b2)  # views of r
+            step = torch.cat((p11 * r1, p22 * r2), dim=1)
+            step[:, :1].addcmul_(p12, r2, value=-1.0)
+            step[:, 1:].addcmul_(p12, r1, value=-1.0)
+            flow = step.add_(flow0)
         flow = _median(flow, cfg.median)
     return flow
 
