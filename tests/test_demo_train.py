@@ -11,8 +11,9 @@ from wan_core.demo.captions import caption
 from wan_core.demo.compact_text import compact_text
 from wan_core.demo.export import save_dit, save_text_encoder, save_vae
 from wan_core.demo.train import (AttributeHeads, TrainConfig, _vae_batch, object_coverage, build_text_encoder, encode_text_train, flow_loss,
-                                 train_demo_tokenizer, vae_losses)
-from wan_core.demo.world import MOTIONS, OBJECT_COLOURS, SHAPES, sample_scene
+                                 contrast_loss, swapped_caption, train_demo_tokenizer, vae_losses)
+from wan_core.demo.captions import parse_caption
+from wan_core.demo.world import HELD_OUT, MOTIONS, OBJECT_COLOURS, SHAPES, sample_scene
 from wan_core.integrity import read_sidecar, sha256_file
 from wan_core.loading import load_dit, load_text_encoder, load_vae
 from wan_core.model import WanTransformer
@@ -155,6 +156,65 @@ def test_object_weighted_flow_loss_reduces_to_plain_mse_without_objects(tokenize
     cover = torch.zeros(2, 2, 4, 4)
     cover[:, :, :2] = 1.0
     assert not torch.allclose(loss(cover), plain)  # the covered half now counts (1 + object_weight) times
+
+
+def test_swapped_caption_changes_one_attribute_and_never_names_a_held_out_triple():
+    rng = random.Random(0)
+    changed = {"shape": 0, "colour": 0, "motion": 0}
+    for i in range(300):
+        scene = sample_scene(i, n_objects=1)
+        o = scene.objects[0]
+        lang = ("en", "zh")[i % 2]
+        true = parse_caption(caption(scene, lang, variant=i)).objects[0]
+        assert true == (o.colour, o.shape, o.motion)
+        wrong = parse_caption(swapped_caption(scene, (lang, i), rng, shape_share=0.5)).objects[0]
+        diff = [name for name, a, b in zip(("colour", "shape", "motion"), true, wrong) if a != b]
+        assert len(diff) == 1, (true, wrong)
+        assert wrong not in HELD_OUT and wrong[0] != scene.background
+        changed[diff[0]] += 1
+    assert changed["shape"] > 100 and changed["colour"] > 30 and changed["motion"] > 30  # about 150 / 75 / 75
+
+
+def test_contrast_loss_is_zero_past_the_margin_and_trains_the_prompt_word_to_matter(tokenizer):
+    """The hinge: 0 once the wrong caption's object loss exceeds the true one's by the margin (log terms), positive
+    before; a few steps on it (with the flow loss) make the DiT's prediction depend on the shape word."""
+    torch.manual_seed(0)
+    target, v = torch.randn(2, 4, 2, 3, 3), torch.zeros(2, 4, 2, 3, 3)
+    cover = torch.ones(2, 2, 3, 3)
+
+    class Fixed(torch.nn.Module):  # a "DiT" whose prediction under the wrong caption is fixed
+        def __init__(self, pred):
+            super().__init__()
+            self.pred, self.blocks, self.cfg = pred, [], CFG.dit  # what compact_text patches: no blocks
+            self.text_embedding = torch.nn.Identity()
+
+        def forward(self, xs, t, context):
+            return self.pred
+    far = target + 3.0 * (v - target)  # 9x the squared error of v: log gap 2.2
+    assert contrast_loss(Fixed(far), target, torch.zeros(2), target, v, torch.zeros(2, 3, 8), cover, 0.1).item() == 0
+    same = contrast_loss(Fixed(v.clone()), target, torch.zeros(2), target, v, torch.zeros(2, 3, 8), cover, 0.1)
+    assert abs(same.item() - 0.1) < 1e-6  # equal losses: the whole margin
+
+    dit, text, x0 = _dit_and_text(tokenizer)
+    right, wrong = ["a red square moving left"] * 2, ["a red circle moving left"] * 2
+    cover = torch.ones(2, 2, 4, 4)
+
+    def gap():
+        parts = {}
+        with torch.no_grad():
+            flow_loss(dit, text, tokenizer, x0, right, CFG, torch.Generator().manual_seed(1), cover=cover, parts=parts)
+            return contrast_loss(dit, parts["xs"], parts["t"], parts["target"], parts["v"],
+                                 encode_text_train(text, tokenizer, wrong), cover, 1.0)
+
+    def loss():
+        parts = {}
+        flow = flow_loss(dit, text, tokenizer, x0, right, CFG, torch.Generator().manual_seed(1), cover=cover,
+                         parts=parts)
+        return flow + contrast_loss(dit, parts["xs"], parts["t"], parts["target"], parts["v"],
+                                    encode_text_train(text, tokenizer, wrong), cover, 1.0)
+    before = gap().item()
+    _steps(list(dit.parameters()) + list(text.parameters()), loss, n=10)
+    assert gap().item() < before - 0.05  # the wrong word now costs more than the right one
 
 
 def test_compact_text_matches_full_padding():
