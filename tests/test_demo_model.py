@@ -57,3 +57,14 @@ def test_same_prompt_and_seed_give_the_same_video(pipe):
     kw = dict(width=128, height=128, num_frames=9, num_inference_steps=4, seed=3)
     a = pipe(PROMPTS[0][0], **kw)
     assert torch.equal(a, pipe(PROMPTS[0][0], **kw))
+
+
+def test_vae_only_and_light_re_noise_keep_the_true_attributes(pipe):
+    from wan_core.demo.evaluate import held_out_cases, partial_denoise_generator, vae_generator
+    case = held_out_cases(1)[0]  # red triangle, down-right
+    prompt = case.prompts["en"]
+    for generate in (vae_generator(pipe), partial_denoise_generator(pipe, 0.1, steps=10)):
+        result = score(generate(case, "en"), prompt)
+        assert result["colour"] and result["motion"], result
+    with pytest.raises(ValueError, match="from-truth"):
+        partial_denoise_generator(pipe, 1.5)

@@ -10,7 +10,7 @@ from wan_core.config import WanConfig
 from wan_core.demo.captions import caption
 from wan_core.demo.compact_text import compact_text
 from wan_core.demo.export import save_dit, save_text_encoder, save_vae
-from wan_core.demo.train import (AttributeHeads, TrainConfig, _vae_batch, object_coverage, build_text_encoder, encode_text_train, flow_loss,
+from wan_core.demo.train import (AttributeHeads, TrainConfig, _vae_batch, object_coverage, latent_footprint, build_text_encoder, encode_text_train, flow_loss,
                                  contrast_loss, swapped_caption, train_demo_tokenizer, vae_losses)
 from wan_core.demo.captions import parse_caption
 from wan_core.demo.world import HELD_OUT, MOTIONS, OBJECT_COLOURS, SHAPES, sample_scene
@@ -158,6 +158,40 @@ def test_object_weighted_flow_loss_reduces_to_plain_mse_without_objects(tokenize
     assert not torch.allclose(loss(cover), plain)  # the covered half now counts (1 + object_weight) times
 
 
+def test_shape_difference_rings_the_object_where_shapes_disagree():
+    from wan_core.demo.world import make_clip, shape_difference
+    frames, scene = make_clip(4, triple=("red", "square", "static"), n_objects=1, aspect="1:1", exclude=())
+    diff = shape_difference(scene)  # [T, H, W]
+    o = scene.objects[0]
+    cx, cy, r = o.x * scene.width, o.y * scene.height, o.size * scene.width
+    assert diff.shape == frames.shape[:3] and 0 <= diff.min() and diff.max() <= 1
+    assert diff[0, int(cy), int(cx)] == 0  # every shape covers the centre
+    assert diff[0, 2, 2] == 0  # and none reaches far outside
+    assert diff[0, int(cy + 0.9 * r), int(cx + 0.9 * r)] > 0.9  # a square's corner: no circle or triangle there
+    ring = latent_footprint(diff, (7, 8, 8))
+    assert ring.shape == (7, 8, 8) and ring.max() > 0.3 and (ring > 0).float().mean() < 0.5
+
+
+def test_shape_weight_and_low_shift_change_the_loss_only_when_on(tokenizer):
+    dit, text, x0 = _dit_and_text(tokenizer)
+    prompts = ["a red circle", "a blue square"]
+    cover, shape_cover = torch.zeros(2, 2, 4, 4), torch.zeros(2, 2, 4, 4)
+    shape_cover[:, :, 1:3, 1:3] = 0.5
+
+    def loss(**kw):
+        with torch.no_grad():
+            parts = {}
+            out = flow_loss(dit, text, tokenizer, x0, prompts, CFG, torch.Generator().manual_seed(0), cover=cover,
+                            parts=parts, **kw)
+            return out, parts["t"]
+    plain, t_plain = loss()
+    assert torch.equal(loss(shape_cover=shape_cover, shape_weight=0.0)[0], plain)
+    assert not torch.allclose(loss(shape_cover=shape_cover, shape_weight=6.0)[0], plain)
+    low, t_low = loss(low_shift_share=0.5)  # row 0 draws its sigma with low_shift (1: uniform) instead of shift 5
+    assert t_low[0] < t_plain[0] and t_low[1] == t_plain[1]
+    assert torch.equal(loss(low_shift_share=0.0)[1], t_plain)
+
+
 def test_swapped_caption_changes_one_attribute_and_never_names_a_held_out_triple():
     rng = random.Random(0)
     changed = {"shape": 0, "colour": 0, "motion": 0}
@@ -260,6 +294,29 @@ def test_set_overrides_scalar_fields_and_names_the_valid_ones():
         _overrides(CFG, ["vae=1"])  # a nested config is not a scalar field
     with pytest.raises(SystemExit, match="not a valid int"):
         _overrides(CFG, ["dit_steps=many"])
+    assert _overrides(CFG, ["dit_bf16=true"]) == {"dit_bf16": True}
+    assert _overrides(CFG, ["dit_bf16=0"]) == {"dit_bf16": False}
+    with pytest.raises(SystemExit, match="dit_bf16=true or dit_bf16=false"):
+        _overrides(CFG, ["dit_bf16=yes please"])
+
+
+def test_bf16_autocast_dit_steps_reduce_the_loss_and_keep_fp32_weights(tokenizer):
+    from wan_core.demo.train import train_dit
+    dit, text, x0 = _dit_and_text(tokenizer)
+    scenes = [sample_scene(i, aspect="1:1", n_objects=1) for i in range(2)]
+    prompts = [caption(sc, "en") for sc in scenes]
+    pools = {"1:1": [(x0[i], scenes[i], torch.zeros(2, 4, 4), torch.zeros(2, 4, 4)) for i in range(2)]}
+
+    def fixed_loss():
+        with torch.no_grad():
+            return flow_loss(dit, text, tokenizer, x0, prompts, CFG, torch.Generator().manual_seed(0)).item()
+    before = fixed_loss()
+    cfg = replace(CFG, dit_bf16=True, dit_steps=30, warmup=2, drop_caption=0.0, dit_lr=4e-3)
+    _, _, info = train_dit(cfg, pools, tokenizer, resume=(dit, text))  # trains these modules in place
+    assert info["steps"] == 30 and all(p.dtype == torch.float32 for p in dit.parameters())
+    after = fixed_loss()
+    assert after < 0.9 * before
+
 
 
 def test_demo_dit_is_wide_enough_for_a_whole_patch():

@@ -8,6 +8,9 @@ displacement over the clip, in 8 directions or static) and its shape comes from 
 
     python -m wan_core.demo.evaluate --ground-truth      # the generator itself: must score 100%
     python -m wan_core.demo.evaluate                     # the shipped demo model on the held-out prompts
+    python -m wan_core.demo.evaluate --vae-only          # encode + decode of the true clips (the VAE's share)
+    python -m wan_core.demo.evaluate --from-truth 0.4    # the true clip's latent re-noised (ComfyUI denoise 0.4)
+                                                         # and denoised with the prompt: does the DiT keep it?
 """
 from __future__ import annotations
 
@@ -238,9 +241,50 @@ def model_generator(pipe, *, steps=None, cfg=None, shift=None, sampler=None):
     return generate
 
 
+def _true_latent(pipe, case: Case) -> torch.Tensor:
+    video = render(case.scene).permute(3, 0, 1, 2)[None] * 2 - 1  # [1, 3, T, H, W] in -1..1
+    with torch.no_grad():
+        return pipe.vae.encode(video.to(next(pipe.vae.parameters()).dtype))
+
+
+def _decode(pipe, z: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        video = pipe.vae.decode(z)
+    return ((video[0].float() + 1) / 2).clamp(0, 1).permute(1, 2, 3, 0)  # [T, H, W, 3]
+
+
+def vae_generator(pipe):
+    """A `generate(case, lang)` that encodes and decodes the case's true clip: what the VAE alone keeps."""
+    return lambda case, lang: _decode(pipe, _true_latent(pipe, case))
+
+
+def partial_denoise_generator(pipe, denoise: float, *, steps=None, cfg=None, shift=None, sampler=None):
+    """A `generate(case, lang)` that re-noises the true clip's latent to `denoise` (ComfyUI's convention: the last
+    `denoise` share of the schedule) and samples the rest with the prompt. Where the whole model fails an attribute
+    but this keeps it, the DiT cannot draw it from noise; where this loses it too, the DiT cannot even keep it."""
+    from ..pipeline import sample_latents
+    from . import DEMO_DEFAULTS as d
+
+    if not 0 < denoise <= 1:
+        raise ValueError(f"--from-truth must be in (0, 1] (got {denoise}); e.g. 0.4 re-noises to the last 40% of the "
+                         "schedule")
+
+    def generate(case: Case, lang: str) -> torch.Tensor:
+        context, neg = pipe.encode_prompt(case.prompts[lang])
+        guidance = d.guidance_scale if cfg is None else cfg
+        z = sample_latents(pipe.dit, context, neg if guidance != 1.0 else None, _true_latent(pipe, case),
+                           seed=case.seed, steps=steps or d.steps, cfg=guidance, shift=shift or d.shift,
+                           sampler=sampler or d.sampler, denoise=denoise)
+        return _decode(pipe, z)
+    return generate
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m wan_core.demo.evaluate", description=__doc__.splitlines()[0])
     ap.add_argument("--ground-truth", action="store_true", help="score the generator itself (sanity check)")
+    ap.add_argument("--vae-only", action="store_true", help="score encode + decode of the true clips")
+    ap.add_argument("--from-truth", type=float, default=None, metavar="DENOISE",
+                    help="re-noise the true clip's latent to DENOISE (0-1, ComfyUI convention) and denoise it")
     ap.add_argument("--seeds", type=int, default=2, help="seeds per held-out triple")
     ap.add_argument("--models", default=None, help="pack root holding models/ (default: this pack)")
     ap.add_argument("--steps", type=int, default=None)
@@ -256,8 +300,14 @@ def main(argv=None) -> int:
         gen = ground_truth
     else:
         from . import load_demo_pipeline
-        gen = model_generator(load_demo_pipeline(args.models), steps=args.steps, cfg=args.cfg, shift=args.shift,
-                              sampler=args.sampler)
+        pipe = load_demo_pipeline(args.models)
+        knobs = {"steps": args.steps, "cfg": args.cfg, "shift": args.shift, "sampler": args.sampler}
+        if args.vae_only:
+            gen = vae_generator(pipe)
+        elif args.from_truth is not None:
+            gen = partial_denoise_generator(pipe, args.from_truth, **knobs)
+        else:
+            gen = model_generator(pipe, **knobs)
     t0 = time.perf_counter()
     report = evaluate(gen, cases)
     elapsed = time.perf_counter() - t0

@@ -2,8 +2,10 @@
 
     # the shipped files, in this order (times in the README; 86.9 min in all):
     python -m wan_core.demo.train --out models --stage vae --budget-minutes 26 --set vae_temporal_steps=0
-    python -m wan_core.demo.train --out models --stage dit --budget-minutes 45 --threads 2 --dit-steps 6000
-    python -m wan_core.demo.train --out models --stage dit2 --budget-minutes 23 --threads 2 --dit-steps 3100 --set clips=2847
+    python -m wan_core.demo.train --out models --stage dit --budget-minutes 41 --threads 2 --dit-steps 12000 \
+        --set dit_bf16=true
+    python -m wan_core.demo.train --out models --stage dit2 --budget-minutes 23 --threads 2 --dit-steps 9000 \
+        --set clips=2847 --set dit_bf16=true
     python -m wan_core.demo.train --out models --stage vae3 --budget-minutes 8.5 --threads 2
 
 Stages (each resumable from the files of the previous one in --out):
@@ -18,8 +20,9 @@ Stages (each resumable from the files of the previous one in --out):
    exactly the sigma/timestep convention of inference; latent pixels an object covers weigh 1 + object_weight.
    Captions drop to "" or the default negative prompt (CFG). A training-only read-out of the scene's attributes
    from the pooled text encoding (`AttributeHeads`, weight text_aux_weight) teaches the encoder both languages fast.
-Step counts are fixed by the config; --budget-minutes only caps them (the steps done are written into each file's
-metadata, and passing them back as --vae-steps/--dit-steps reproduces the run bit for bit on the same machine).
+Step counts are fixed by the config; --budget-minutes only caps them (the steps done and the steps the learning-rate
+schedule was planned over are written into each file's metadata; passing them back as --dit-steps SCHEDULED --set
+dit_stop_steps=DONE, or --vae-steps, without a budget, replays the run).
 """
 from __future__ import annotations
 
@@ -47,7 +50,8 @@ from .captions import LANGS, caption, corpus
 from .compact_text import compact_text
 from .evaluate import foreground
 from .export import MODEL_FILES, load_stage, save_dit, save_text_encoder, save_vae
-from .world import BACKGROUND_COLOURS, HELD_OUT, MOTIONS, OBJECT_COLOURS, SHAPES, SIZES, render, sample_scene
+from .world import (BACKGROUND_COLOURS, HELD_OUT, MOTIONS, OBJECT_COLOURS, SHAPES, SIZES, render, sample_scene,
+                    shape_difference)
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +98,14 @@ class TrainConfig:
     dit_file_dtype: str = "bfloat16"  # the DiT file's storage dtype (fp32 would be 17.7 MB; the pack ships <= 15 MB)
     clips: int = 4000  # latent cache size
     dit_steps: int = 24000
+    dit_stop_steps: int = 0  # > 0: stop after this many steps of the dit_steps schedule (replays a run that its
+    # time cap cut short: its file records "steps" done of "scheduled_steps")
     dit_batch: int = 8
     dit_lr: float = 1e-3
+    # bf16 autocast for the DiT + umT5 forward passes (weights and optimizer stay fp32; losses are computed in
+    # fp32). On this machine's CPU (AVX512-BF16) a DiT training step takes 0.31 s instead of 0.47 s, so a time slot
+    # holds 1.5x the steps. Off reproduces the fp32 runs.
+    dit_bf16: bool = False
     shift: float = 5.0  # training sigma shift: more steps at high noise, where the prompt decides the layout (the
     # demo samples with shift 3, DEMO_DEFAULTS; both shifts cover all noise levels, they only weight them differently)
     shift_round2: float = 6.0  # an optional second DiT round (--stage dit2) trains more at high noise
@@ -108,6 +118,15 @@ class TrainConfig:
     # 0 weight = off (round 1); --stage dit2 uses contrast_weight_round2.
     contrast_weight: float = 0.0
     contrast_weight_round2: float = 0.0
+    # Shape emphasis: latent pixels where the shapes differ on the object's path (world.shape_difference, 0..1) weigh
+    # shape_weight more in the flow loss; and a share of each batch's rows draws its sigma with low_shift instead
+    # of the round's shift (more training where the noisy latent still shows an outline that the DiT must keep).
+    # 0 = off (the shipped first round); --stage dit2 uses the *_round2 values.
+    shape_weight: float = 0.0
+    shape_weight_round2: float = 0.0
+    low_shift_share: float = 0.0
+    low_shift_share_round2: float = 0.0
+    low_shift: float = 1.0
     contrast_rows: int = 4
     contrast_margin: float = 0.1
     contrast_shape: float = 0.5
@@ -346,20 +365,26 @@ class AttributeHeads(torch.nn.Module):
 
 
 @torch.no_grad()
-def object_coverage(frames: torch.Tensor, latent_shape) -> torch.Tensor:
-    """Fraction of each latent pixel's footprint covered by an object: frames [T, H, W, 3] (0..1) -> [T', h, w].
-    Latent frame 0 is video frame 0, latent frame k the 4 frames 4k-3..4k (the causal VAE's chunks)."""
-    fg = foreground(frames).float()  # [T, H, W]
+def latent_footprint(mask: torch.Tensor, latent_shape) -> torch.Tensor:
+    """A per-pixel map [T, H, W] (0..1) on the latent grid [T', h, w]: the maximum over the frames of each latent
+    frame (0: video frame 0; k: the 4 frames 4k-3..4k, the causal VAE's chunks), averaged over each latent pixel's
+    16x16 footprint."""
     tl, h, w = latent_shape
-    groups = [fg[:1]] + [fg[4 * k - 3:4 * k + 1] for k in range(1, tl)]
-    per_frame = torch.stack([g.amax(dim=0) for g in groups])  # [T', H, W] covered at any time in the chunk
+    mask = mask.float()
+    groups = [mask[:1]] + [mask[4 * k - 3:4 * k + 1] for k in range(1, tl)]
+    per_frame = torch.stack([g.amax(dim=0) for g in groups])  # [T', H, W]
     return F.adaptive_avg_pool2d(per_frame[:, None], (h, w))[:, 0]
+
+
+def object_coverage(frames: torch.Tensor, latent_shape) -> torch.Tensor:
+    """Fraction of each latent pixel's footprint covered by an object: frames [T, H, W, 3] (0..1) -> [T', h, w]."""
+    return latent_footprint(foreground(frames), latent_shape)
 
 
 @torch.no_grad()
 def cache_latents(vae: WanVAE, cfg: TrainConfig, minutes: float | None = None, batch: int = 8) -> dict[str, list]:
     """Encode cfg.clips training clips once (batched per aspect) -> {aspect: [(normalised latent [C, T', h, w], scene,
-    object coverage [T', h, w])]}."""
+    object coverage [T', h, w], shape difference [T', h, w])]}."""
     pools: dict[str, list] = {a: [] for a in SIZES}
     waiting: dict[str, list] = {a: [] for a in SIZES}
     t0 = time.perf_counter()
@@ -369,7 +394,8 @@ def cache_latents(vae: WanVAE, cfg: TrainConfig, minutes: float | None = None, b
         video = torch.stack([render(sc) for sc in scenes])  # [B, T, H, W, 3]
         z = normalize_latents(vae.encode(rearrange(video, "b t h w c -> b c t h w") * 2 - 1))
         cover = [object_coverage(v, z.shape[2:]) for v in video]
-        pools[aspect].extend(zip(z, scenes, cover))
+        shapes = [latent_footprint(shape_difference(sc), z.shape[2:]) for sc in scenes]
+        pools[aspect].extend(zip(z, scenes, cover, shapes))
         waiting[aspect] = []
 
     for i in range(cfg.clips):
@@ -438,14 +464,21 @@ def contrast_loss(dit: WanTransformer, xs: torch.Tensor, t: torch.Tensor, target
 
 def flow_loss(dit: WanTransformer, text_model, tokenizer, x0: torch.Tensor, prompts: list[str], cfg: TrainConfig,
               gen: torch.Generator, shift: float | None = None, cover: torch.Tensor | None = None,
-              context: torch.Tensor | None = None, parts: dict | None = None) -> torch.Tensor:
+              context: torch.Tensor | None = None, parts: dict | None = None, shape_cover: torch.Tensor | None = None,
+              shape_weight: float = 0.0, low_shift_share: float = 0.0) -> torch.Tensor:
     """Flow-matching MSE on a batch of normalised latents x0 [B, C, T', h, w]; `cover` [B, T', h, w] (object
     coverage) weights latent pixels by 1 + cfg.object_weight * cover, so the small objects the prompt names are
-    not drowned by the background. `context` is the prompts' encoding if already computed; a `parts` dict receives
-    xs, t, target and v (for contrast_loss)."""
+    not drowned by the background, and `shape_cover` (shape difference on the latent grid) adds shape_weight *
+    shape_cover. The first round(low_shift_share * B) rows draw sigma with cfg.low_shift instead of `shift`.
+    `context` is the prompts' encoding if already computed; a `parts` dict receives xs, t, target and v (for
+    contrast_loss)."""
     b = x0.shape[0]
     u = torch.rand(b, generator=gen)
-    s = shift_sigma(u, shift or cfg.shift).clamp(0.0, 0.999)  # [B] sigma, the inference distribution of timesteps
+    s = shift_sigma(u, shift or cfg.shift)  # [B] sigma, the inference distribution of timesteps
+    low = round(low_shift_share * b)
+    if low > 0:
+        s = torch.cat([shift_sigma(u[:low], cfg.low_shift), s[low:]])
+    s = s.clamp(0.0, 0.999)
     noise = torch.randn(x0.shape, generator=gen)
     sb = s.view(b, 1, 1, 1, 1)
     xs = (1 - sb) * x0 + sb * noise
@@ -460,6 +493,8 @@ def flow_loss(dit: WanTransformer, text_model, tokenizer, x0: torch.Tensor, prom
     if cover is None:
         return err.mean()
     weight = 1 + cfg.object_weight * cover.to(err)
+    if shape_cover is not None and shape_weight > 0:
+        weight = weight + shape_weight * shape_cover.to(err)
     return (weight * err).sum() / weight.sum()
 
 
@@ -477,28 +512,34 @@ def train_dit(cfg: TrainConfig, pools: dict, tokenizer: SpieceTokenizer, minutes
     aspects = [a for a in sorted(pools) if pools[a]]
     clock, step, history, contrasts = _Clock(cfg.dit_steps, minutes, "dit"), 0, [], []
     contrast_weight = cfg.contrast_weight_round2 if resume else cfg.contrast_weight
-    while not clock.done(step):
+    while not clock.done(step) and not 0 < cfg.dit_stop_steps <= step:
         for g in opt.param_groups:
             g["lr"] = lr * _lr(step, clock.plan(step), cfg.warmup)
         pool = pools[aspects[step % len(aspects)]]
         items = [pool[rng.randrange(len(pool))] for _ in range(cfg.dit_batch)]
-        x0 = torch.stack([z for z, _, _ in items])  # [B, C, T', h, w]
-        prompts, described, how = zip(*[_prompt(sc, rng, cfg) for _, sc, _ in items])
-        context, mask = encode_text_train(text_model, tokenizer, list(prompts), with_mask=True)
-        cover, parts = torch.stack([c for _, _, c in items]), {}
-        flow = flow_loss(dit, text_model, tokenizer, x0, list(prompts), cfg, gen,
-                         shift=cfg.shift_round2 if resume else cfg.shift, cover=cover, context=context, parts=parts)
-        aux = heads.loss(context, mask, list(described))
-        loss = flow + cfg.text_aux_weight * aux
-        rows = [i for i, sc in enumerate(described) if sc is not None and len(sc.objects) == 1][:cfg.contrast_rows] \
-            if contrast_weight > 0 else []
-        if rows:
-            wrong = [swapped_caption(described[i], how[i], rng, cfg.contrast_shape) for i in rows]
-            pick = torch.tensor(rows)
-            contrast = contrast_loss(dit, parts["xs"][pick], parts["t"][pick], parts["target"][pick], parts["v"][pick],
-                                     encode_text_train(text_model, tokenizer, wrong), cover[pick], cfg.contrast_margin)
-            loss = loss + contrast_weight * contrast
-            contrasts.append(contrast.item())
+        x0 = torch.stack([item[0] for item in items])  # [B, C, T', h, w]
+        prompts, described, how = zip(*[_prompt(item[1], rng, cfg) for item in items])
+        cover, parts = torch.stack([item[2] for item in items]), {}
+        shape_cover = torch.stack([item[3] for item in items]) if len(items[0]) > 3 else None
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.dit_bf16):
+            context, mask = encode_text_train(text_model, tokenizer, list(prompts), with_mask=True)
+            flow = flow_loss(dit, text_model, tokenizer, x0, list(prompts), cfg, gen,
+                             shift=cfg.shift_round2 if resume else cfg.shift, cover=cover, context=context,
+                             parts=parts, shape_cover=shape_cover,
+                             shape_weight=cfg.shape_weight_round2 if resume else cfg.shape_weight,
+                             low_shift_share=cfg.low_shift_share_round2 if resume else cfg.low_shift_share)
+            aux = heads.loss(context, mask, list(described))
+            loss = flow.float() + cfg.text_aux_weight * aux.float()
+            rows = [i for i, sc in enumerate(described) if sc is not None and len(sc.objects) == 1][
+                :cfg.contrast_rows] if contrast_weight > 0 else []
+            if rows:
+                wrong = [swapped_caption(described[i], how[i], rng, cfg.contrast_shape) for i in rows]
+                pick = torch.tensor(rows)
+                contrast = contrast_loss(dit, parts["xs"][pick], parts["t"][pick], parts["target"][pick],
+                                         parts["v"][pick], encode_text_train(text_model, tokenizer, wrong),
+                                         cover[pick], cfg.contrast_margin)
+                loss = loss + contrast_weight * contrast.float()
+                contrasts.append(contrast.item())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -581,14 +622,19 @@ def run(out: Path, cfg: TrainConfig, *, stages=("vae", "dit"), budget_minutes: f
 
 
 def _overrides(cfg: TrainConfig, items: list[str]) -> dict:
-    """--set FIELD=VALUE pairs -> typed values for the scalar (int/float) fields of cfg."""
+    """--set FIELD=VALUE pairs -> typed values for the scalar (bool/int/float) fields of cfg."""
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
         current = getattr(cfg, key, None)
-        if not sep or isinstance(current, bool) or not isinstance(current, (int, float)):
-            scalars = sorted(k for k, v in asdict(cfg).items() if isinstance(v, (int, float)) and not isinstance(v, bool))
+        if not sep or not isinstance(current, (int, float)):
+            scalars = sorted(k for k, v in asdict(cfg).items() if isinstance(v, (int, float)))
             raise SystemExit(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {scalars}")
+        if isinstance(current, bool):
+            if value.lower() not in ("true", "false", "1", "0"):
+                raise SystemExit(f"--set {item!r}: {key} is a switch; use {key}=true or {key}=false")
+            out[key] = value.lower() in ("true", "1")
+            continue
         try:
             out[key] = type(current)(value)
         except ValueError:

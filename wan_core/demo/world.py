@@ -188,6 +188,25 @@ def _shape_alpha(shape: str, xs: torch.Tensor, ys: torch.Tensor, cx: torch.Tenso
     return (0.5 - sdf).clamp(0.0, 1.0)
 
 
+def shape_difference(scene: Scene) -> torch.Tensor:
+    """[T, H, W] in 0..1: where the shape word matters. Per pixel, the largest minus the smallest coverage any of
+    SHAPES would give an object on its exact path (max over the objects): 0 where every shape agrees (far outside,
+    deep inside), up to 1 at a square's corners or a triangle's flanks."""
+    T, H, W = scene.frames, scene.height, scene.width
+    short = min(W, H)
+    xs = torch.arange(W, dtype=torch.float32) + 0.5
+    ys = torch.arange(H, dtype=torch.float32) + 0.5
+    t = torch.linspace(0.0, 1.0, T)
+    out = torch.zeros(T, H, W)
+    for o in scene.objects:
+        dx, dy = MOTIONS[o.motion]
+        cx = o.x * W + t * dx * o.travel * short
+        cy = o.y * H + t * dy * o.travel * short
+        alphas = torch.stack([_shape_alpha(s, xs, ys, cx, cy, o.size * short) for s in SHAPES])  # [S, T, H, W]
+        out = torch.maximum(out, alphas.amax(dim=0) - alphas.amin(dim=0))
+    return out
+
+
 def background_image(scene: Scene) -> torch.Tensor:
     """[H, W, 3] background of a scene (two-tone: the lower 45% is darker, or lighter for black)."""
     base = torch.tensor(BACKGROUND_COLOURS[scene.background])
