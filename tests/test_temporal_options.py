@@ -169,9 +169,10 @@ def test_sampler_node_accepts_the_temporal_input(tmp_path):
 
 # --- the shipped demo model ------------------------------------------------------------------------------------
 
-# A case where the "on" preset (correlated noise, share 0.3) lowers the warping error on the shipped demo model. Over
-# the 48 benchmark videos 67% improve (mean warping error 0.86x, motion 0.85x), so this is a regression check of one
-# known-good case, not evidence of a general gain; see benchmarks/bench_temporal.py.
+# The recommended setting, the "on" preset plus the deflicker, on one held-out benchmark case of the shipped demo
+# model. In the benchmark (python benchmarks/bench_temporal.py --temporal "on,deflicker=1" --seeds 2) it lowered the
+# warping error of all 48 videos (mean 0.69x) at motion 1.01x. The "on" preset alone helps less and not on every
+# video (0.93x on the previous demo model; on this case of the current one it does not), so it is not what this checks.
 DEMO_PROMPT = "on a white background, an orange circle moving upward"  # a held-out benchmark case, 1:1, seed 0
 
 
@@ -187,8 +188,8 @@ def test_demo_model_options_lower_the_warping_error():
     kw = dict(width=128, height=128, num_frames=d.num_frames, num_inference_steps=d.steps,
               guidance_scale=d.guidance_scale, shift=d.shift, sampler=d.sampler, seed=0)
     plain = video_metrics(pipe(DEMO_PROMPT, **kw), max_side=128)
-    on = video_metrics(pipe(DEMO_PROMPT, temporal=PRESETS["on"], **kw), max_side=128)
-    print(f"warping error {plain['warping_error']:.5f} -> {on['warping_error']:.5f}, "
+    on = video_metrics(pipe(DEMO_PROMPT, temporal=PRESETS["on"], deflicker=1.0, **kw), max_side=128)
+    print(f"warping error {plain['warping_error']:.3e} -> {on['warping_error']:.3e}, "
           f"motion {plain['motion_mean']:.3f} -> {on['motion_mean']:.3f}")
-    assert on["warping_error"] < plain["warping_error"]
+    assert on["warping_error"] < 0.9 * plain["warping_error"]  # 0.82x measured here
     assert on["motion_mean"] >= 0.8 * plain["motion_mean"]  # consistency not bought by freezing the video
