@@ -188,20 +188,26 @@ def _shape_alpha(shape: str, xs: torch.Tensor, ys: torch.Tensor, cx: torch.Tenso
     return (0.5 - sdf).clamp(0.0, 1.0)
 
 
+def _grid_and_paths(scene: Scene):
+    """Pixel centres xs [W], ys [H] and, per object, its centre path (cx [T], cy [T]) in pixels."""
+    T, H, W = scene.frames, scene.height, scene.width
+    short = min(W, H)
+    t = torch.linspace(0.0, 1.0, T)
+    paths = []
+    for o in scene.objects:
+        dx, dy = MOTIONS[o.motion]
+        paths.append((o.x * W + t * dx * o.travel * short, o.y * H + t * dy * o.travel * short))
+    return torch.arange(W, dtype=torch.float32) + 0.5, torch.arange(H, dtype=torch.float32) + 0.5, paths
+
+
 def shape_difference(scene: Scene) -> torch.Tensor:
     """[T, H, W] in 0..1: where the shape word matters. Per pixel, the largest minus the smallest coverage any of
     SHAPES would give an object on its exact path (max over the objects): 0 where every shape agrees (far outside,
     deep inside), up to 1 at a square's corners or a triangle's flanks."""
-    T, H, W = scene.frames, scene.height, scene.width
-    short = min(W, H)
-    xs = torch.arange(W, dtype=torch.float32) + 0.5
-    ys = torch.arange(H, dtype=torch.float32) + 0.5
-    t = torch.linspace(0.0, 1.0, T)
-    out = torch.zeros(T, H, W)
-    for o in scene.objects:
-        dx, dy = MOTIONS[o.motion]
-        cx = o.x * W + t * dx * o.travel * short
-        cy = o.y * H + t * dy * o.travel * short
+    short = min(scene.width, scene.height)
+    xs, ys, paths = _grid_and_paths(scene)
+    out = torch.zeros(scene.frames, scene.height, scene.width)
+    for o, (cx, cy) in zip(scene.objects, paths):
         alphas = torch.stack([_shape_alpha(s, xs, ys, cx, cy, o.size * short) for s in SHAPES])  # [S, T, H, W]
         out = torch.maximum(out, alphas.amax(dim=0) - alphas.amin(dim=0))
     return out
@@ -221,14 +227,9 @@ def render(scene: Scene) -> torch.Tensor:
     """Draw a scene: frames [T, H, W, 3] float32 in 0..1 (objects drawn in order, later ones on top)."""
     T, H, W = scene.frames, scene.height, scene.width
     short = min(W, H)
-    xs = torch.arange(W, dtype=torch.float32) + 0.5
-    ys = torch.arange(H, dtype=torch.float32) + 0.5
+    xs, ys, paths = _grid_and_paths(scene)
     frames = background_image(scene).expand(T, H, W, 3).clone()
-    t = torch.linspace(0.0, 1.0, T)
-    for o in scene.objects:
-        dx, dy = MOTIONS[o.motion]
-        cx = o.x * W + t * dx * o.travel * short  # [T] pixels
-        cy = o.y * H + t * dy * o.travel * short
+    for o, (cx, cy) in zip(scene.objects, paths):
         alpha = _shape_alpha(o.shape, xs, ys, cx, cy, o.size * short)[..., None]  # [T, H, W, 1]
         colour = torch.tensor(OBJECT_COLOURS[o.colour])
         frames = frames * (1 - alpha) + colour * alpha
