@@ -326,3 +326,12 @@ def test_demo_dit_is_wide_enough_for_a_whole_patch():
     t, h, w = dit.patch_size
     assert dit.dim >= dit.out_dim * t * h * w and dit.dim >= dit.in_dim * t * h * w
     assert dit.dim // dit.num_heads == 128  # the head size infer_config assumes when loading the file
+
+
+def test_clock_replays_a_time_capped_plan():
+    from wan_core.demo.train import _Clock
+    clock = _Clock(9000, None, "dit", replan=4084)  # a replay: no time cap, the recorded re-plan
+    assert clock.plan(0) == 9000 and clock.plan(99) == 9000  # warmup and early cosine as in the capped run
+    assert clock.plan(_Clock.ESTIMATE_AT) == 4084 and clock.plan(500) == 4084
+    assert not clock.done(4083) and clock.done(4084)
+    assert _Clock(9000, None, "dit").plan(_Clock.ESTIMATE_AT) == 9000  # no cap, no replan: the configured count

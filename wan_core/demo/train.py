@@ -21,8 +21,9 @@ Stages (each resumable from the files of the previous one in --out):
    Captions drop to "" or the default negative prompt (CFG). A training-only read-out of the scene's attributes
    from the pooled text encoding (`AttributeHeads`, weight text_aux_weight) teaches the encoder both languages fast.
 Step counts are fixed by the config; --budget-minutes only caps them (the steps done and the steps the learning-rate
-schedule was planned over are written into each file's metadata; passing them back as --dit-steps SCHEDULED --set
-dit_stop_steps=DONE, or --vae-steps, without a budget, replays the run).
+schedule was planned over are written into each file's metadata; a DiT round re-planned by its time cap is replayed
+without a budget by the same --dit-steps plus --set dit_replan_steps=SCHEDULED, and --set dit_stop_steps=DONE if
+the cap also stopped it).
 """
 from __future__ import annotations
 
@@ -98,8 +99,11 @@ class TrainConfig:
     dit_file_dtype: str = "bfloat16"  # the DiT file's storage dtype (fp32 would be 17.7 MB; the pack ships <= 15 MB)
     clips: int = 4000  # latent cache size
     dit_steps: int = 24000
-    dit_stop_steps: int = 0  # > 0: stop after this many steps of the dit_steps schedule (replays a run that its
-    # time cap cut short: its file records "steps" done of "scheduled_steps")
+    # Replaying a time-capped DiT round (its file records "steps" done and the "scheduled_steps" its clock planned at
+    # step 100, _Clock.ESTIMATE_AT): dit_replan_steps > 0 switches the schedule to that count at step 100, as the
+    # time estimate did, and dit_stop_steps > 0 stops after that many steps.
+    dit_replan_steps: int = 0
+    dit_stop_steps: int = 0
     dit_batch: int = 8
     dit_lr: float = 1e-3
     # bf16 autocast for the DiT + umT5 forward passes (weights and optimizer stay fp32; losses are computed in
@@ -156,14 +160,17 @@ class _Clock:
 
     ESTIMATE_AT = 100
 
-    def __init__(self, steps: int, minutes: float | None, name: str):
+    def __init__(self, steps: int, minutes: float | None, name: str, replan: int = 0):
         self.steps, self.cap, self.name, self.t0 = steps, (minutes or 0) * 60 or None, name, time.perf_counter()
+        self.replan = replan
 
     def plan(self, step: int) -> int:
         """Steps to schedule the learning rate over: the configured count, or fewer if the time cap allows fewer
         (estimated from the speed so far, once, at step ESTIMATE_AT; a busy machine then under-plans, so pass the
         step count explicitly, e.g. --dit-steps, when other work shares the cores)."""
-        if step == self.ESTIMATE_AT and self.cap is not None:
+        if step == self.ESTIMATE_AT and self.replan > 0:  # replaying a run whose time cap re-planned it here
+            self.steps = self.replan
+        elif step == self.ESTIMATE_AT and self.cap is not None:
             rate = self.elapsed / step
             fit = int(step + (self.cap - self.elapsed) / rate * 0.97)
             if fit < self.steps:
@@ -510,7 +517,7 @@ def train_dit(cfg: TrainConfig, pools: dict, tokenizer: SpieceTokenizer, minutes
     opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.99), weight_decay=0.01)
     rng, gen = random.Random(f"dit:{cfg.seed}:{round_}"), torch.Generator().manual_seed(cfg.seed + 1 + 7 * round_)
     aspects = [a for a in sorted(pools) if pools[a]]
-    clock, step, history, contrasts = _Clock(cfg.dit_steps, minutes, "dit"), 0, [], []
+    clock, step, history, contrasts = _Clock(cfg.dit_steps, minutes, "dit", replan=cfg.dit_replan_steps), 0, [], []
     contrast_weight = cfg.contrast_weight_round2 if resume else cfg.contrast_weight
     while not clock.done(step) and not 0 < cfg.dit_stop_steps <= step:
         for g in opt.param_groups:
