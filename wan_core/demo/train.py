@@ -107,8 +107,8 @@ class TrainConfig:
     dit_batch: int = 8
     dit_lr: float = 1e-3
     # bf16 autocast for the DiT + umT5 forward passes (weights and optimizer stay fp32; losses are computed in
-    # fp32). On this machine's CPU (AVX512-BF16) a DiT training step takes 0.31 s instead of 0.47 s, so a time slot
-    # holds 1.5x the steps. Off reproduces the fp32 runs.
+    # fp32). On this machine's CPU (AVX512-BF16) a DiT training step took 0.24-0.29 s instead of 0.31-0.38 s in the
+    # shipped runs, so a time slot holds about 1.3x the steps. Off reproduces the fp32 runs.
     dit_bf16: bool = False
     shift: float = 5.0  # training sigma shift: more steps at high noise, where the prompt decides the layout (the
     # demo samples with shift 3, DEMO_DEFAULTS; both shifts cover all noise levels, they only weight them differently)
@@ -122,18 +122,18 @@ class TrainConfig:
     # 0 weight = off (round 1); --stage dit2 uses contrast_weight_round2.
     contrast_weight: float = 0.0
     contrast_weight_round2: float = 0.0
+    contrast_rows: int = 4
+    contrast_margin: float = 0.1
+    contrast_shape: float = 0.5
     # Shape emphasis: latent pixels where the shapes differ on the object's path (world.shape_difference, 0..1) weigh
     # shape_weight more in the flow loss; and a share of each batch's rows draws its sigma with low_shift instead
     # of the round's shift (more training where the noisy latent still shows an outline that the DiT must keep).
-    # 0 = off (the shipped first round); --stage dit2 uses the *_round2 values.
+    # 0 = off (both shipped rounds); --stage dit2 uses the *_round2 values.
     shape_weight: float = 0.0
     shape_weight_round2: float = 0.0
     low_shift_share: float = 0.0
     low_shift_share_round2: float = 0.0
     low_shift: float = 1.0
-    contrast_rows: int = 4
-    contrast_margin: float = 0.1
-    contrast_shape: float = 0.5
     warmup: int = 50
 
     @classmethod
@@ -527,7 +527,7 @@ def train_dit(cfg: TrainConfig, pools: dict, tokenizer: SpieceTokenizer, minutes
         x0 = torch.stack([item[0] for item in items])  # [B, C, T', h, w]
         prompts, described, how = zip(*[_prompt(item[1], rng, cfg) for item in items])
         cover, parts = torch.stack([item[2] for item in items]), {}
-        shape_cover = torch.stack([item[3] for item in items]) if len(items[0]) > 3 else None
+        shape_cover = torch.stack([item[3] for item in items])
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.dit_bf16):
             context, mask = encode_text_train(text_model, tokenizer, list(prompts), with_mask=True)
             flow = flow_loss(dit, text_model, tokenizer, x0, list(prompts), cfg, gen,
