@@ -335,3 +335,60 @@ def test_clock_replays_a_time_capped_plan():
     assert clock.plan(_Clock.ESTIMATE_AT) == 4084 and clock.plan(500) == 4084
     assert not clock.done(4083) and clock.done(4084)
     assert _Clock(9000, None, "dit").plan(_Clock.ESTIMATE_AT) == 9000  # no cap, no replan: the configured count
+
+
+def test_shape_probe_reads_object_tokens_of_the_middle_block_and_trains_them(tokenizer):
+    """The training-only shape read-out: it sees the first forward pass after reset() only, weighs tokens by object
+    coverage, skips dropped captions and two-object scenes, leaves the DiT's output unchanged and detaches cleanly;
+    its loss trains the DiT (and the text encoder) to carry the caption's shape word into the object's tokens."""
+    from wan_core.demo.train import ShapeProbe
+    dit, text, x0 = _dit_and_text(tokenizer)
+    torch.manual_seed(1)
+    cfg = replace(CFG, dit=replace(CFG.dit, num_layers=2))
+    dit = WanTransformer(cfg.dit)
+    t = torch.tensor([500.0, 500.0])
+    scenes = [sample_scene(3, n_objects=1, triple=("red", "circle", "left"), exclude=()),
+              sample_scene(4, n_objects=1, triple=("red", "square", "left"), exclude=())]
+    prompts = [caption(sc, "en", 0) for sc in scenes]
+    cover = torch.zeros(2, 2, 4, 4)
+    cover[:, :, :2, :2] = 1.0  # the object sits in the top-left token of each latent frame
+    with torch.no_grad():
+        plain = dit(x0, t, encode_text_train(text, tokenizer, prompts))
+    probe = ShapeProbe(dit)
+    assert probe.block == 0  # num_layers 2: the middle is the first block's output
+    assert probe.loss(cover, scenes).item() == 0.0  # nothing seen yet
+    with torch.no_grad():
+        probed = dit(x0, t, encode_text_train(text, tokenizer, prompts))
+    assert torch.equal(plain, probed)  # the hook only reads
+    first = probe.hidden
+    with torch.no_grad():
+        dit(x0 + 1, t, encode_text_train(text, tokenizer, prompts))
+    assert probe.hidden is first  # a second pass (e.g. the contrast loss) does not replace the batch's pass
+    assert probe.loss(cover, [None, None]).item() == 0.0  # dropped captions: no shape to read
+    two = sample_scene(5, n_objects=2, exclude=())
+    assert probe.loss(cover, [None, two]).item() == 0.0  # two objects: whose shape? skipped
+    other = torch.zeros_like(cover)
+    other[:, :, 2:, 2:] = 1.0
+    assert probe.loss(cover, scenes).item() != probe.loss(other, scenes).item()  # coverage picks the tokens
+
+    def loss():
+        probe.reset()
+        dit(x0, t, encode_text_train(text, tokenizer, prompts))
+        return probe.loss(cover, scenes)
+    before, after = _steps(list(dit.parameters()) + list(text.parameters()) + list(probe.parameters()), loss, n=15)
+    assert after < 0.5 * before
+    probe.detach()
+    assert not dit.blocks[0]._forward_hooks and probe.hidden is None
+
+
+def test_train_dit_with_the_shape_probe_records_it_and_leaves_no_hook(tokenizer):
+    from wan_core.demo.train import train_dit
+    dit, text, x0 = _dit_and_text(tokenizer)
+    scenes = [sample_scene(i, aspect="1:1", n_objects=1) for i in range(2)]
+    pools = {"1:1": [(x0[i], scenes[i], torch.ones(2, 4, 4), torch.zeros(2, 4, 4)) for i in range(2)]}
+    cfg = replace(CFG, dit_steps=6, warmup=2, drop_caption=0.0, shape_probe_weight=0.5)
+    dit, _, info = train_dit(cfg, pools, tokenizer, resume=None)
+    assert len(info["shape_probe_last"]) == 6 and all(v > 0 for v in info["shape_probe_last"])
+    assert not any(block._forward_hooks for block in dit.blocks)
+    _, _, info = train_dit(replace(cfg, shape_probe_weight=0.0), pools, tokenizer)
+    assert "shape_probe_last" not in info  # off: no probe
