@@ -380,9 +380,9 @@ class AttributeHeads(torch.nn.Module):
 class ShapeProbe(torch.nn.Module):
     """Training-only linear read-out of the first object's shape from each token of a DiT block's output.
 
-    Constructing it hooks block num_layers // 2 - 1 (the middle) of `dit`; after a forward pass, `loss(cover, scenes)` is the
-    cross-entropy of every token's shape prediction against the captioned scene's shape, weighted by how much of the
-    token the object covers. Rows of dropped captions and of two-object scenes are skipped. The colour and the motion
+    Constructing it hooks block num_layers // 2 - 1 (the middle) of `dit`; after a forward pass, `loss(cover,
+    scenes)` is the cross-entropy of every token's shape prediction against the captioned scene's shape, weighted by
+    how much of the token the object covers. Rows of dropped captions and of two-object scenes are skipped. The colour and the motion
     reach the DiT through the flow loss alone (they move many latent pixels); a shape changes only a few, so the
     flow loss barely rewards reading the shape word (measured: an earlier DiT's flow loss was the same with the
     wrong shape word) and the probe asks for it directly. Not part of the shipped DiT. Measured: the probe's loss
