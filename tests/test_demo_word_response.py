@@ -6,10 +6,9 @@ import torch
 
 from tests._temporal_synth import one_thread
 from wan_core.demo.captions import parse_caption
-from wan_core.demo.evaluate import held_out_cases
+from wan_core.demo.evaluate import encode_scene, held_out_cases
 from wan_core.demo.train import TrainConfig
 from wan_core.demo.word_response import ATTRIBUTES, format_response, word_response
-from wan_core.demo.world import render
 from wan_core.latent_format import normalize_latents
 from wan_core.vae import WanVAE
 
@@ -26,9 +25,7 @@ def setup():
         """The latent of the case's geometry with the attributes the caption names."""
         colour, shape, motion = parse_caption(text).objects[0]
         obj = replace(case.scene.objects[0], colour=colour, shape=shape, motion=motion)
-        video = render(replace(case.scene, objects=(obj,))).permute(3, 0, 1, 2)[None] * 2 - 1
-        with torch.no_grad():
-            return normalize_latents(vae.encode(video))
+        return normalize_latents(encode_scene(vae, replace(case.scene, objects=(obj,))))
     return vae, case, latent_of
 
 

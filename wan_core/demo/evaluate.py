@@ -241,10 +241,15 @@ def model_generator(pipe, *, steps=None, cfg=None, shift=None, sampler=None):
     return generate
 
 
-def _true_latent(pipe, case: Case) -> torch.Tensor:
-    video = render(case.scene).permute(3, 0, 1, 2)[None] * 2 - 1  # [1, 3, T, H, W] in -1..1
+def encode_scene(vae, scene: Scene) -> torch.Tensor:
+    """The raw (unnormalised) latent [1, z, T', h, w] of a rendered scene."""
+    video = render(scene).permute(3, 0, 1, 2)[None] * 2 - 1  # [1, 3, T, H, W] in -1..1
     with torch.no_grad():
-        return pipe.vae.encode(video.to(next(pipe.vae.parameters()).dtype))
+        return vae.encode(video.to(next(vae.parameters()).dtype))
+
+
+def _true_latent(pipe, case: Case) -> torch.Tensor:
+    return encode_scene(pipe.vae, case.scene)
 
 
 def _decode(pipe, z: torch.Tensor) -> torch.Tensor:

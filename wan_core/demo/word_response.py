@@ -24,8 +24,8 @@ import torch
 
 from ..latent_format import normalize_latents
 from .captions import caption
-from .evaluate import Case, held_out_cases
-from .world import MOTIONS, OBJECT_COLOURS, SHAPES, render
+from .evaluate import Case, encode_scene, held_out_cases
+from .world import MOTIONS, OBJECT_COLOURS, SHAPES
 
 SIGMAS = (0.3, 0.5, 0.7, 0.9)
 ATTRIBUTES = ("colour", "shape", "motion")
@@ -58,8 +58,7 @@ def word_response(dit, vae, encode_prompt, cases: list[Case], sigmas=SIGMAS, *, 
     dtype = next(dit.parameters()).dtype
 
     def latent(scene) -> torch.Tensor:
-        video = render(scene).permute(3, 0, 1, 2)[None] * 2 - 1
-        return normalize_latents(vae.encode(video.to(next(vae.parameters()).dtype))).float()
+        return normalize_latents(encode_scene(vae, scene)).float()
 
     def x0_hat(xs: torch.Tensor, s: float, context: torch.Tensor) -> torch.Tensor:
         t = torch.full((1,), s * 1000.0)
