@@ -1,7 +1,9 @@
 """Weight-free, deterministic evaluator for demo-world videos: colour, shape and motion against the prompt.
 
 How it sees a video [T, H, W, 3] in 0..1: every background in the demo world is constant along each row, so
-the background of a row is the row's median colour and the foreground is whatever differs from it. Foreground
+the background of a row is the median colour of the row's four left-most and four right-most pixels over all
+frames (objects stay inside the frame and move, and a single object can be wider than half the frame), and the
+foreground is whatever differs from it. Foreground
 pixels are named by the nearest object colour; the object is tracked by its centroid (motion = the fitted
 displacement over the clip, in 8 directions or static) and its shape comes from two bounding-box features
 (how much narrower the top is than the bottom, how filled the corners are), voted over frames.
@@ -30,6 +32,7 @@ from .world import HELD_OUT, MOTIONS, OBJECT_COLOURS, SIZES, Scene, render, samp
 log = logging.getLogger(__name__)
 
 FG_THRESHOLD = 0.25  # RGB distance from the row background that makes a pixel foreground
+BORDER = 4  # pixels at each end of a row that sample its background
 MIN_AREA = 0.004  # fraction of the frame an object must cover to count in a frame
 STATIC_TRAVEL = 0.12  # displacement (fraction of the short side) below which the object is "static"
 _PALETTE_NAMES = sorted(OBJECT_COLOURS)
@@ -52,7 +55,17 @@ class Detection:
 
 
 def foreground(frames: torch.Tensor) -> torch.Tensor:
-    """[T, H, W, 3] -> bool [T, H, W]: pixels far (RGB distance) from their row's median colour."""
+    """[T, H, W, 3] -> bool [T, H, W]: pixels far (RGB distance) from their row's background, the median colour of
+    the row's border pixels (BORDER each side) over all frames. For whole frames of a clip."""
+    frames = frames.float()
+    border = torch.cat([frames[:, :, :BORDER], frames[:, :, -BORDER:]], dim=2)  # [T, H, 2 * BORDER, 3]
+    row_bg = border.transpose(0, 1).flatten(1, 2).median(dim=1).values  # [H, 3]
+    return (frames - row_bg[None, :, None]).norm(dim=-1) > FG_THRESHOLD
+
+
+def row_foreground(frames: torch.Tensor) -> torch.Tensor:
+    """[T, H, W, 3] -> bool [T, H, W]: pixels far from their row's median colour in the same frame. For crops whose
+    objects are narrower than half the crop and may touch its border (the VAE's training loss weights)."""
     frames = frames.float()
     row_bg = frames.median(dim=2, keepdim=True).values  # [T, H, 1, 3]
     return (frames - row_bg).norm(dim=-1) > FG_THRESHOLD

@@ -49,7 +49,7 @@ from ..tokenizer import SpieceTokenizer, train_tokenizer
 from ..vae import VAEConfig, WanVAE
 from .captions import LANGS, caption, corpus
 from .compact_text import compact_text
-from .evaluate import foreground
+from .evaluate import foreground, row_foreground
 from .export import MODEL_FILES, load_stage, save_dit, save_text_encoder, save_vae
 from .world import (BACKGROUND_COLOURS, HELD_OUT, MOTIONS, OBJECT_COLOURS, SHAPES, SIZES, render, sample_scene,
                     shape_difference)
@@ -262,7 +262,7 @@ def vae_losses(vae: WanVAE, video: torch.Tensor, cfg: TrainConfig, gen: torch.Ge
     z = mu + cfg.vae_latent_noise * std * torch.randn(mu.shape, generator=gen).to(mu)
     rec = vae_decode_train(vae, z)
     frames = rearrange(video, "b c t h w -> (b t) h w c")
-    weight = 1 + 4 * rearrange(foreground((frames + 1) / 2), "(b t) h w -> b 1 t h w", b=video.shape[0]).float()
+    weight = 1 + 4 * rearrange(row_foreground((frames + 1) / 2), "(b t) h w -> b 1 t h w", b=video.shape[0]).float()
     err = rec - video
     recon = (weight * (err.abs() + err.pow(2))).mean() / weight.mean()
     n = (mu - mean) / std  # model-space latent [B, z, T', h, w]

@@ -48,10 +48,12 @@ MOTIONS: dict[str, tuple[float, float]] = {
 SIZES: dict[str, tuple[int, int]] = {"1:1": (128, 128), "16:9": (224, 128), "9:16": (128, 224)}
 FRAMES = 25  # 4k+1 -> 7 latent frames
 SINGLE_SPREAD = 0.3  # how far from the middle of its free range a single object may start (fraction of the range)
-# Radius and path length (fractions of the short side) of a single object / of each object of a pair. World v3: the
-# path is long enough that an object moves about one latent pixel per latent frame (16 px per 4 frames at 128 px);
-# v2's 0.3-0.4 moved it under half a latent pixel, and the model trained on it learned to keep objects still.
-SINGLE_SIZE, SINGLE_TRAVEL = (0.17, 0.2), (0.5, 0.58)
+# Radius and path length (fractions of the short side) of a single object / of each object of a pair. World v4: a
+# single object's radius is 0.24-0.27, so a square's corner (the part outside its inscribed circle) is about one
+# latent pixel of the 16x VAE; at v3's 0.17-0.2 it was half of one and the DiT drew every shape as a round blob. The
+# path is as long as still fits in 128 px with the object inside (0.4-0.43; v3: 0.5-0.58; v2's 0.3-0.4 with smaller
+# objects moved under half a latent pixel per latent frame, and the model trained on it kept objects still).
+SINGLE_SIZE, SINGLE_TRAVEL = (0.24, 0.27), (0.4, 0.43)
 PAIR_SIZE, PAIR_TRAVEL = (0.12, 0.15), (0.35, 0.45)
 
 # Colour+shape+motion triples never drawn for training; the evaluation prompts use them. Together they cover
