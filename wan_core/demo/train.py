@@ -5,7 +5,7 @@
     python -m wan_core.demo.train --out models --stage dit --budget-minutes 41 --threads 2 --dit-steps 12000 \
         --set dit_bf16=true
     python -m wan_core.demo.train --out models --stage vae3 --budget-minutes 8.5 --threads 2
-    # an optional second DiT round (the world-v3 model had one; not run for the shipped world-v4 DiT):
+    # an optional second DiT round (the world-v3 model had one; tried on world v4 and not shipped, see the README):
     python -m wan_core.demo.train --out models --stage dit2 --budget-minutes 23 --threads 2 --dit-steps 9000 \
         --set dit_bf16=true
 
