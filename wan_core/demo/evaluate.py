@@ -261,10 +261,6 @@ def encode_scene(vae, scene: Scene) -> torch.Tensor:
         return vae.encode(video.to(next(vae.parameters()).dtype))
 
 
-def _true_latent(pipe, case: Case) -> torch.Tensor:
-    return encode_scene(pipe.vae, case.scene)
-
-
 def _decode(pipe, z: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         video = pipe.vae.decode(z)
@@ -273,7 +269,7 @@ def _decode(pipe, z: torch.Tensor) -> torch.Tensor:
 
 def vae_generator(pipe):
     """A `generate(case, lang)` that encodes and decodes the case's true clip: what the VAE alone keeps."""
-    return lambda case, lang: _decode(pipe, _true_latent(pipe, case))
+    return lambda case, lang: _decode(pipe, encode_scene(pipe.vae, case.scene))
 
 
 def partial_denoise_generator(pipe, denoise: float, *, steps=None, cfg=None, shift=None, sampler=None):
@@ -290,7 +286,7 @@ def partial_denoise_generator(pipe, denoise: float, *, steps=None, cfg=None, shi
     def generate(case: Case, lang: str) -> torch.Tensor:
         context, neg = pipe.encode_prompt(case.prompts[lang])
         guidance = d.guidance_scale if cfg is None else cfg
-        z = sample_latents(pipe.dit, context, neg if guidance != 1.0 else None, _true_latent(pipe, case),
+        z = sample_latents(pipe.dit, context, neg if guidance != 1.0 else None, encode_scene(pipe.vae, case.scene),
                            seed=case.seed, steps=steps or d.steps, cfg=guidance, shift=shift or d.shift,
                            sampler=sampler or d.sampler, denoise=denoise)
         return _decode(pipe, z)
