@@ -1,11 +1,10 @@
 """Train the embedded demo model from scratch on the synthetic world (seeded; CPU; only wan_core's own classes).
 
-    # the shipped files, in this order (times in the README; 64.8 min in all):
+    # the shipped files, in this order (times in the README; 87.8 min in all):
     python -m wan_core.demo.train --out models --stage vae --budget-minutes 26 --set vae_temporal_steps=0
     python -m wan_core.demo.train --out models --stage dit --budget-minutes 41 --threads 2 --dit-steps 12000 \
         --set dit_bf16=true
     python -m wan_core.demo.train --out models --stage vae3 --budget-minutes 8.5 --threads 2
-    # an optional second DiT round (the world-v3 model had one; tried on world v4 and not shipped, see the README):
     python -m wan_core.demo.train --out models --stage dit2 --budget-minutes 23 --threads 2 --dit-steps 9000 \
         --set dit_bf16=true
 
