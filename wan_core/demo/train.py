@@ -140,6 +140,15 @@ class TrainConfig:
     # can draw it. Tried in a second-round pilot: the tokens learned the shape, the videos did not (README).
     shape_probe_weight: float = 0.0
     shape_probe_weight_round2: float = 0.0
+    # Shape swap: the DiT learned to copy a shape from the noisy latent rather than read it from the caption
+    # (re-noised to sigma 0.67, a clip drawn with the wrong shape came out with that shape in 13 of 24 held-out
+    # scenes, with the caption's in 8), so from pure noise, where no shape is there to copy, it draws a round blob.
+    # A share of the captioned single-object rows see a latent blended towards the same clip drawn with another
+    # shape, x_in = x0 + lam * (x_alt - x0), lam ~ U(0, 1), at sigma >= shape_swap_min_sigma, while the target still
+    # lands on x0: the caption, not the noisy latent, decides the shape. 0 = off; --stage dit2 uses *_round2.
+    shape_swap_share: float = 0.0
+    shape_swap_share_round2: float = 0.0
+    shape_swap_min_sigma: float = 0.4
     warmup: int = 50
 
     @classmethod
@@ -437,26 +446,48 @@ def object_coverage(frames: torch.Tensor, latent_shape) -> torch.Tensor:
 
 
 @torch.no_grad()
-def cache_latents(vae: WanVAE, cfg: TrainConfig, minutes: float | None = None, batch: int = 8) -> dict[str, list]:
+def other_shape(scene, i: int):
+    """The single-object scene drawn with one of the two other shapes (picked by i), or None for two objects."""
+    if len(scene.objects) != 1:
+        return None
+    o = scene.objects[0]
+    shape = random.Random(f"shape-swap:{i}").choice([s for s in SHAPES if s != o.shape])
+    return replace(scene, objects=(replace(o, shape=shape),))
+
+
+def cache_latents(vae: WanVAE, cfg: TrainConfig, minutes: float | None = None, batch: int = 8, *,
+                  swap_shapes: bool = False) -> dict[str, list]:
     """Encode cfg.clips training clips once (batched per aspect) -> {aspect: [(normalised latent [C, T', h, w], scene,
-    object coverage [T', h, w], shape difference [T', h, w])]}."""
+    object coverage [T', h, w], shape difference [T', h, w])]}; with swap_shapes each entry also carries the latent of
+    `other_shape(scene)` (None for two objects), for the shape swap."""
     pools: dict[str, list] = {a: [] for a in SIZES}
     waiting: dict[str, list] = {a: [] for a in SIZES}
     t0 = time.perf_counter()
 
-    def flush(aspect: str) -> None:
-        scenes = waiting[aspect]
+    def encode(scenes: list) -> torch.Tensor:
         video = torch.stack([render(sc) for sc in scenes])  # [B, T, H, W, 3]
-        z = normalize_latents(vae.encode(rearrange(video, "b t h w c -> b c t h w") * 2 - 1))
+        return video, normalize_latents(vae.encode(rearrange(video, "b t h w c -> b c t h w") * 2 - 1))
+
+    def flush(aspect: str) -> None:
+        scenes, alts = zip(*waiting[aspect])
+        video, z = encode(list(scenes))
         cover = [object_coverage(v, z.shape[2:]) for v in video]
         shapes = [latent_footprint(shape_difference(sc), z.shape[2:]) for sc in scenes]
-        pools[aspect].extend(zip(z, scenes, cover, shapes))
+        if swap_shapes:
+            have = [k for k, a in enumerate(alts) if a is not None]
+            z_alt = [None] * len(scenes)
+            if have:
+                for k, za in zip(have, encode([alts[k] for k in have])[1]):
+                    z_alt[k] = za
+            pools[aspect].extend(zip(z, scenes, cover, shapes, z_alt))
+        else:
+            pools[aspect].extend(zip(z, scenes, cover, shapes))
         waiting[aspect] = []
 
     for i in range(cfg.clips):
         scene = sample_scene(cfg.seed * 7_919 + i + 1_000_000)
         aspect = next(a for a, wh in SIZES.items() if wh == (scene.width, scene.height))
-        waiting[aspect].append(scene)
+        waiting[aspect].append((scene, other_shape(scene, i) if swap_shapes else None))
         if len(waiting[aspect]) == batch:
             flush(aspect)
             done = sum(len(p) for p in pools.values())
@@ -520,13 +551,16 @@ def contrast_loss(dit: WanTransformer, xs: torch.Tensor, t: torch.Tensor, target
 def flow_loss(dit: WanTransformer, text_model, tokenizer, x0: torch.Tensor, prompts: list[str], cfg: TrainConfig,
               gen: torch.Generator, shift: float | None = None, cover: torch.Tensor | None = None,
               context: torch.Tensor | None = None, parts: dict | None = None, shape_cover: torch.Tensor | None = None,
-              shape_weight: float = 0.0, low_shift_share: float = 0.0) -> torch.Tensor:
+              shape_weight: float = 0.0, low_shift_share: float = 0.0, x_alt: torch.Tensor | None = None,
+              alt_mix: torch.Tensor | None = None) -> torch.Tensor:
     """Flow-matching MSE on a batch of normalised latents x0 [B, C, T', h, w]; `cover` [B, T', h, w] (object
     coverage) weights latent pixels by 1 + cfg.object_weight * cover, so the small objects the prompt names are
     not drowned by the background, and `shape_cover` (shape difference on the latent grid) adds shape_weight *
     shape_cover. The first round(low_shift_share * B) rows draw sigma with cfg.low_shift instead of `shift`.
     `context` is the prompts' encoding if already computed; a `parts` dict receives xs, t, target and v (for
-    contrast_loss)."""
+    contrast_loss). Shape swap: with x_alt [B, ...] and alt_mix [B] (lam, 0 = plain row), the rows whose sigma is at
+    least cfg.shape_swap_min_sigma see x_in = x0 + lam * (x_alt - x0) noised, and the target is the velocity that
+    still lands on x0 from there: (xs - x0) / sigma."""
     b = x0.shape[0]
     u = torch.rand(b, generator=gen)
     s = shift_sigma(u, shift or cfg.shift)  # [B] sigma, the inference distribution of timesteps
@@ -536,15 +570,22 @@ def flow_loss(dit: WanTransformer, text_model, tokenizer, x0: torch.Tensor, prom
     s = s.clamp(0.0, 0.999)
     noise = torch.randn(x0.shape, generator=gen)
     sb = s.view(b, 1, 1, 1, 1)
-    xs = (1 - sb) * x0 + sb * noise
+    x_in = x0
+    if x_alt is not None and alt_mix is not None:
+        lam = torch.where(s >= cfg.shape_swap_min_sigma, alt_mix, torch.zeros_like(alt_mix)).view(b, 1, 1, 1, 1)
+        x_in = x0 + lam * (x_alt - x0)
+    xs = (1 - sb) * x_in + sb * noise
+    target = noise - x0  # (xs - x0) / sigma, the velocity that lands on x0
+    if x_in is not x0:
+        target = target + (1 - sb) / sb.clamp_min(1e-3) * (x_in - x0)
     if context is None:
         context = encode_text_train(text_model, tokenizer, prompts)
     t = sigma_to_timestep(s)
     with compact_text(dit, context.shape[1]):
         v = dit(xs, t, context)
-    err = (v - (noise - x0)).pow(2).mean(dim=1)  # [B, T', h, w]
+    err = (v - target).pow(2).mean(dim=1)  # [B, T', h, w]
     if parts is not None:
-        parts.update(xs=xs, t=t, target=noise - x0, v=v)
+        parts.update(xs=xs, t=t, target=target, v=v, sigma=s)
     if cover is None:
         return err.mean()
     weight = 1 + cfg.object_weight * cover.to(err)
@@ -571,6 +612,7 @@ def train_dit(cfg: TrainConfig, pools: dict, tokenizer: SpieceTokenizer, minutes
     clock, step, history, contrasts = _Clock(cfg.dit_steps, minutes, "dit", replan=cfg.dit_replan_steps), 0, [], []
     probes: list[float] = []
     contrast_weight = cfg.contrast_weight_round2 if resume else cfg.contrast_weight
+    swap_share = cfg.shape_swap_share_round2 if resume else cfg.shape_swap_share
     while not clock.done(step) and not 0 < cfg.dit_stop_steps <= step:
         for g in opt.param_groups:
             g["lr"] = lr * _lr(step, clock.plan(step), cfg.warmup)
@@ -580,6 +622,13 @@ def train_dit(cfg: TrainConfig, pools: dict, tokenizer: SpieceTokenizer, minutes
         prompts, described, how = zip(*[_prompt(item[1], rng, cfg) for item in items])
         cover, parts = torch.stack([item[2] for item in items]), {}
         shape_cover = torch.stack([item[3] for item in items])
+        x_alt, alt_mix = None, None
+        if swap_share > 0:
+            ok = [sc is not None and len(item) > 4 and item[4] is not None for sc, item in zip(described, items)]
+            pick = torch.rand(len(items), generator=gen) < swap_share
+            lam = torch.rand(len(items), generator=gen)
+            alt_mix = torch.where(torch.tensor(ok) & pick, lam, torch.zeros_like(lam))
+            x_alt = torch.stack([item[4] if o else item[0] for o, item in zip(ok, items)])
         if probe is not None:
             probe.reset()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.dit_bf16):
@@ -588,7 +637,8 @@ def train_dit(cfg: TrainConfig, pools: dict, tokenizer: SpieceTokenizer, minutes
                              shift=cfg.shift_round2 if resume else cfg.shift, cover=cover, context=context,
                              parts=parts, shape_cover=shape_cover,
                              shape_weight=cfg.shape_weight_round2 if resume else cfg.shape_weight,
-                             low_shift_share=cfg.low_shift_share_round2 if resume else cfg.low_shift_share)
+                             low_shift_share=cfg.low_shift_share_round2 if resume else cfg.low_shift_share,
+                             x_alt=x_alt, alt_mix=alt_mix)
             aux = heads.loss(context, mask, list(described))
             loss = flow.float() + cfg.text_aux_weight * aux.float()
             if probe is not None:
@@ -677,7 +727,8 @@ def run(out: Path, cfg: TrainConfig, *, stages=("vae", "dit"), budget_minutes: f
             tokenizer = resume[2]
         else:
             tokenizer = train_demo_tokenizer(cfg)
-        pools = cache_latents(vae, cfg, rest and rest * 0.15)
+        swap = (cfg.shape_swap_share_round2 if resume else cfg.shape_swap_share) > 0
+        pools = cache_latents(vae, cfg, rest and rest * (0.25 if swap else 0.15), swap_shapes=swap)
         summary["latents"] = {"clips": sum(len(p) for p in pools.values()), "seconds": round(time.perf_counter() - t0)}
         dit_minutes = rest and rest - (time.perf_counter() - t0) / 60
         dit, text_model, info = train_dit(cfg, pools, tokenizer, dit_minutes, resume=resume and resume[:2],
