@@ -1,12 +1,12 @@
 """Train the embedded demo model from scratch on the synthetic world (seeded; CPU; only wan_core's own classes).
 
-    # the shipped files, in this order (times in the README; 87.8 min in all):
+    # the shipped files, in this order (times in the README; 85.6 min in all):
     python -m wan_core.demo.train --out models --stage vae --budget-minutes 26 --set vae_temporal_steps=0
     python -m wan_core.demo.train --out models --stage dit --budget-minutes 41 --threads 2 --dit-steps 12000 \
         --set dit_bf16=true
     python -m wan_core.demo.train --out models --stage vae3 --budget-minutes 8.5 --threads 2
     python -m wan_core.demo.train --out models --stage dit2 --budget-minutes 23 --threads 2 --dit-steps 9000 \
-        --set dit_bf16=true
+        --set dit_bf16=true --set shape_swap_share_round2=1.0
 
 Stages (each resumable from the files of the previous one in --out):
 1. tokenizer: sentencepiece (unigram, character_coverage 1.0) on EN+ZH captions, stored as `spiece_model`.
@@ -143,6 +143,7 @@ class TrainConfig:
     # Shape swap: the DiT learned to copy a shape from the noisy latent rather than read it from the caption
     # (re-noised to sigma 0.67, a clip drawn with the wrong shape came out with that shape in 13 of 24 held-out
     # scenes, with the caption's in 8), so from pure noise, where no shape is there to copy, it draws a round blob.
+    # The shipped second round uses share 1 (README: 7 latent / 10 caption after it; shapes still near chance).
     # A share of the captioned single-object rows see a latent blended towards the same clip drawn with another
     # shape, x_in = x0 + lam * (x_alt - x0), lam ~ U(0, 1), at sigma >= shape_swap_min_sigma, while the target still
     # lands on x0: the caption, not the noisy latent, decides the shape. 0 = off; --stage dit2 uses *_round2.
