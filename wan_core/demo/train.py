@@ -446,7 +446,6 @@ def object_coverage(frames: torch.Tensor, latent_shape) -> torch.Tensor:
     return latent_footprint(foreground(frames), latent_shape)
 
 
-@torch.no_grad()
 def other_shape(scene, i: int):
     """The single-object scene drawn with one of the two other shapes (picked by i), or None for two objects."""
     if len(scene.objects) != 1:
@@ -456,6 +455,7 @@ def other_shape(scene, i: int):
     return replace(scene, objects=(replace(o, shape=shape),))
 
 
+@torch.no_grad()
 def cache_latents(vae: WanVAE, cfg: TrainConfig, minutes: float | None = None, batch: int = 8, *,
                   swap_shapes: bool = False) -> dict[str, list]:
     """Encode cfg.clips training clips once (batched per aspect) -> {aspect: [(normalised latent [C, T', h, w], scene,
@@ -465,7 +465,7 @@ def cache_latents(vae: WanVAE, cfg: TrainConfig, minutes: float | None = None, b
     waiting: dict[str, list] = {a: [] for a in SIZES}
     t0 = time.perf_counter()
 
-    def encode(scenes: list) -> torch.Tensor:
+    def encode(scenes: list) -> tuple[torch.Tensor, torch.Tensor]:
         video = torch.stack([render(sc) for sc in scenes])  # [B, T, H, W, 3]
         return video, normalize_latents(vae.encode(rearrange(video, "b t h w c -> b c t h w") * 2 - 1))
 
