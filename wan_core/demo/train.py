@@ -143,14 +143,18 @@ class TrainConfig:
     # Shape swap: the DiT learned to copy a shape from the noisy latent rather than read it from the caption
     # (re-noised to sigma 0.67, a clip drawn with the wrong shape came out with that shape in 13 of 24 held-out
     # scenes, with the caption's in 8), so from pure noise, where no shape is there to copy, it draws a round blob.
-    # The shipped second round uses share 1 (README: 7 latent / 10 caption after it; shapes still near chance).
     # A share of the captioned single-object rows see a latent blended towards the same clip drawn with another
     # shape, x_in = x0 + lam * (x_alt - x0), lam ~ U(0, 1), at sigma >= shape_swap_min_sigma, while the target still
     # lands on x0: the caption, not the noisy latent, decides the shape. 0 = off; --stage dit2 uses *_round2.
+    # The shipped second round uses share 1 (README: 7 latent / 10 caption after it; shapes still near chance).
     shape_swap_share: float = 0.0
     shape_swap_share_round2: float = 0.0
     shape_swap_min_sigma: float = 0.4
     warmup: int = 50
+
+    def per_round(self, name: str, second: bool):
+        """The value of field `name` for a DiT round: `name`_round2 in the second round (--stage dit2), else `name`."""
+        return getattr(self, f"{name}_round2" if second else name)
 
     @classmethod
     def smoke(cls) -> "TrainConfig":
@@ -603,7 +607,8 @@ def train_dit(cfg: TrainConfig, pools: dict, tokenizer: SpieceTokenizer, minutes
     text_model = resume[1].train() if resume else build_text_encoder(cfg.t5, tokenizer.vocab_size).train()
     lr = cfg.dit_lr * (0.5 if resume else 1.0)
     heads = AttributeHeads(text_model.config.d_model)
-    probe_weight = cfg.shape_probe_weight_round2 if resume else cfg.shape_probe_weight
+    second = resume is not None
+    probe_weight = cfg.per_round("shape_probe_weight", second)
     probe = ShapeProbe(dit) if probe_weight > 0 else None
     params = list(dit.parameters()) + list(text_model.parameters()) + list(heads.parameters())
     params += list(probe.parameters()) if probe is not None else []
@@ -612,8 +617,8 @@ def train_dit(cfg: TrainConfig, pools: dict, tokenizer: SpieceTokenizer, minutes
     aspects = [a for a in sorted(pools) if pools[a]]
     clock, step, history, contrasts = _Clock(cfg.dit_steps, minutes, "dit", replan=cfg.dit_replan_steps), 0, [], []
     probes: list[float] = []
-    contrast_weight = cfg.contrast_weight_round2 if resume else cfg.contrast_weight
-    swap_share = cfg.shape_swap_share_round2 if resume else cfg.shape_swap_share
+    contrast_weight = cfg.per_round("contrast_weight", second)
+    swap_share = cfg.per_round("shape_swap_share", second)
     while not clock.done(step) and not 0 < cfg.dit_stop_steps <= step:
         for g in opt.param_groups:
             g["lr"] = lr * _lr(step, clock.plan(step), cfg.warmup)
@@ -635,10 +640,10 @@ def train_dit(cfg: TrainConfig, pools: dict, tokenizer: SpieceTokenizer, minutes
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.dit_bf16):
             context, mask = encode_text_train(text_model, tokenizer, list(prompts), with_mask=True)
             flow = flow_loss(dit, text_model, tokenizer, x0, list(prompts), cfg, gen,
-                             shift=cfg.shift_round2 if resume else cfg.shift, cover=cover, context=context,
+                             shift=cfg.per_round("shift", second), cover=cover, context=context,
                              parts=parts, shape_cover=shape_cover,
-                             shape_weight=cfg.shape_weight_round2 if resume else cfg.shape_weight,
-                             low_shift_share=cfg.low_shift_share_round2 if resume else cfg.low_shift_share,
+                             shape_weight=cfg.per_round("shape_weight", second),
+                             low_shift_share=cfg.per_round("low_shift_share", second),
                              x_alt=x_alt, alt_mix=alt_mix)
             aux = heads.loss(context, mask, list(described))
             loss = flow.float() + cfg.text_aux_weight * aux.float()
@@ -728,7 +733,7 @@ def run(out: Path, cfg: TrainConfig, *, stages=("vae", "dit"), budget_minutes: f
             tokenizer = resume[2]
         else:
             tokenizer = train_demo_tokenizer(cfg)
-        swap = (cfg.shape_swap_share_round2 if resume else cfg.shape_swap_share) > 0
+        swap = cfg.per_round("shape_swap_share", resume is not None) > 0
         pools = cache_latents(vae, cfg, rest and rest * (0.25 if swap else 0.15), swap_shapes=swap)
         summary["latents"] = {"clips": sum(len(p) for p in pools.values()), "seconds": round(time.perf_counter() - t0)}
         dit_minutes = rest and rest - (time.perf_counter() - t0) / 60
