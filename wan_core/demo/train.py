@@ -150,6 +150,21 @@ class TrainConfig:
     shape_swap_share: float = 0.0
     shape_swap_share_round2: float = 0.0
     shape_swap_min_sigma: float = 0.4
+    # Blob swap: a share of the swapped rows blend towards the mean of the clip's latents in all three shapes
+    # instead of one other shape. That mean is what a DiT unsure of the shape predicts at high sigma (the MSE
+    # optimum over the shapes), and later steps then copy it: a round blob. These rows teach the DiT to turn that
+    # blob into the caption's shape. Needs the third shape's latent in the cache (encoded only when > 0).
+    # Tried at 0.5 in a second round with the shipped swap: one more right shape per language, worse elsewhere (README).
+    shape_swap_blob: float = 0.0
+    shape_swap_blob_round2: float = 0.0
+    # Own step (exposure bias): at inference the DiT sees latents made by its own earlier steps (blurred where it was
+    # unsure: round blobs, faded objects), in training only true clips noised. A share own_step_share of the rows at
+    # sigma >= shape_swap_min_sigma instead see the result of one Euler step of the DiT itself (no gradient), taken
+    # with its caption from a higher sigma drawn in U(sigma, 1) with the same noise, and learn the velocity that
+    # lands on the true clip from there. 0 = off; --stage dit2 uses own_step_share_round2. Tried at 0.5 in a second
+    # round with the shipped swap: no better than without (README).
+    own_step_share: float = 0.0
+    own_step_share_round2: float = 0.0
     warmup: int = 50
 
     def per_round(self, name: str, second: bool):
@@ -450,21 +465,26 @@ def object_coverage(frames: torch.Tensor, latent_shape) -> torch.Tensor:
     return latent_footprint(foreground(frames), latent_shape)
 
 
-def other_shape(scene, i: int):
-    """The single-object scene drawn with one of the two other shapes (picked by i), or None for two objects."""
+def other_shape(scene, i: int, third: bool = False):
+    """The single-object scene drawn with one of the two other shapes (picked by i; `third`: the one not picked),
+    or None for two objects."""
     if len(scene.objects) != 1:
         return None
     o = scene.objects[0]
-    shape = random.Random(f"shape-swap:{i}").choice([s for s in SHAPES if s != o.shape])
+    others = [s for s in SHAPES if s != o.shape]
+    shape = random.Random(f"shape-swap:{i}").choice(others)
+    if third:
+        shape = next(s for s in others if s != shape)
     return replace(scene, objects=(replace(o, shape=shape),))
 
 
 @torch.no_grad()
 def cache_latents(vae: WanVAE, cfg: TrainConfig, minutes: float | None = None, batch: int = 8, *,
-                  swap_shapes: bool = False) -> dict[str, list]:
+                  swap_shapes: bool = False, all_shapes: bool = False) -> dict[str, list]:
     """Encode cfg.clips training clips once (batched per aspect) -> {aspect: [(normalised latent [C, T', h, w], scene,
     object coverage [T', h, w], shape difference [T', h, w])]}; with swap_shapes each entry also carries the latent of
-    `other_shape(scene)` (None for two objects), for the shape swap."""
+    `other_shape(scene)` (None for two objects), for the shape swap, and with all_shapes as well that of the third
+    shape (`other_shape(scene, i, third=True)`), for the blob swap."""
     pools: dict[str, list] = {a: [] for a in SIZES}
     waiting: dict[str, list] = {a: [] for a in SIZES}
     t0 = time.perf_counter()
@@ -473,26 +493,33 @@ def cache_latents(vae: WanVAE, cfg: TrainConfig, minutes: float | None = None, b
         video = torch.stack([render(sc) for sc in scenes])  # [B, T, H, W, 3]
         return video, normalize_latents(vae.encode(rearrange(video, "b t h w c -> b c t h w") * 2 - 1))
 
+    def encode_some(alts: tuple) -> list:
+        """Latents of the scenes in `alts`, None where the scene is None."""
+        have = [k for k, a in enumerate(alts) if a is not None]
+        z_alt = [None] * len(alts)
+        if have:
+            for k, za in zip(have, encode([alts[k] for k in have])[1]):
+                z_alt[k] = za
+        return z_alt
+
     def flush(aspect: str) -> None:
-        scenes, alts = zip(*waiting[aspect])
+        scenes, alts, thirds = zip(*waiting[aspect])
         video, z = encode(list(scenes))
         cover = [object_coverage(v, z.shape[2:]) for v in video]
         shapes = [latent_footprint(shape_difference(sc), z.shape[2:]) for sc in scenes]
+        columns = [z, scenes, cover, shapes]
         if swap_shapes:
-            have = [k for k, a in enumerate(alts) if a is not None]
-            z_alt = [None] * len(scenes)
-            if have:
-                for k, za in zip(have, encode([alts[k] for k in have])[1]):
-                    z_alt[k] = za
-            pools[aspect].extend(zip(z, scenes, cover, shapes, z_alt))
-        else:
-            pools[aspect].extend(zip(z, scenes, cover, shapes))
+            columns.append(encode_some(alts))
+        if swap_shapes and all_shapes:
+            columns.append(encode_some(thirds))
+        pools[aspect].extend(zip(*columns))
         waiting[aspect] = []
 
     for i in range(cfg.clips):
         scene = sample_scene(cfg.seed * 7_919 + i + 1_000_000)
         aspect = next(a for a, wh in SIZES.items() if wh == (scene.width, scene.height))
-        waiting[aspect].append((scene, other_shape(scene, i) if swap_shapes else None))
+        waiting[aspect].append((scene, other_shape(scene, i) if swap_shapes else None,
+                                other_shape(scene, i, third=True) if swap_shapes and all_shapes else None))
         if len(waiting[aspect]) == batch:
             flush(aspect)
             done = sum(len(p) for p in pools.values())
@@ -557,7 +584,7 @@ def flow_loss(dit: WanTransformer, text_model, tokenizer, x0: torch.Tensor, prom
               gen: torch.Generator, shift: float | None = None, cover: torch.Tensor | None = None,
               context: torch.Tensor | None = None, parts: dict | None = None, shape_cover: torch.Tensor | None = None,
               shape_weight: float = 0.0, low_shift_share: float = 0.0, x_alt: torch.Tensor | None = None,
-              alt_mix: torch.Tensor | None = None) -> torch.Tensor:
+              alt_mix: torch.Tensor | None = None, own_step_share: float = 0.0) -> torch.Tensor:
     """Flow-matching MSE on a batch of normalised latents x0 [B, C, T', h, w]; `cover` [B, T', h, w] (object
     coverage) weights latent pixels by 1 + cfg.object_weight * cover, so the small objects the prompt names are
     not drowned by the background, and `shape_cover` (shape difference on the latent grid) adds shape_weight *
@@ -565,7 +592,9 @@ def flow_loss(dit: WanTransformer, text_model, tokenizer, x0: torch.Tensor, prom
     `context` is the prompts' encoding if already computed; a `parts` dict receives xs, t, target and v (for
     contrast_loss). Shape swap: with x_alt [B, ...] and alt_mix [B] (lam, 0 = plain row), the rows whose sigma is at
     least cfg.shape_swap_min_sigma see x_in = x0 + lam * (x_alt - x0) noised, and the target is the velocity that
-    still lands on x0 from there: (xs - x0) / sigma."""
+    still lands on x0 from there: (xs - x0) / sigma. Own step: a share own_step_share of the rows at that floor or
+    above instead see xs = x_hi + (sigma - s_hi) * dit(x_hi), x_hi = (1 - s_hi) x0 + s_hi noise, s_hi ~ U(sigma, 1)
+    (the DiT's own Euler step, no gradient), with the same target (xs - x0) / sigma."""
     b = x0.shape[0]
     u = torch.rand(b, generator=gen)
     s = shift_sigma(u, shift or cfg.shift)  # [B] sigma, the inference distribution of timesteps
@@ -585,6 +614,19 @@ def flow_loss(dit: WanTransformer, text_model, tokenizer, x0: torch.Tensor, prom
         target = target + (1 - sb) / sb.clamp_min(1e-3) * (x_in - x0)
     if context is None:
         context = encode_text_train(text_model, tokenizer, prompts)
+    if own_step_share > 0:
+        own = (torch.rand(b, generator=gen) < own_step_share) & (s >= cfg.shape_swap_min_sigma)
+        s_hi = (s + (1 - s) * torch.rand(b, generator=gen)).clamp(max=0.999)
+        if own.any():
+            hb = s_hi.view(b, 1, 1, 1, 1)
+            x_hi = (1 - hb) * x0 + hb * noise
+            with torch.no_grad(), compact_text(dit, context.shape[1]):
+                v_hi = dit(x_hi[own], sigma_to_timestep(s_hi[own]), context[own])
+            stepped = x_hi[own] + (sb[own] - hb[own]) * v_hi.to(x_hi)
+            xs = xs.clone()
+            xs[own] = stepped
+            target = target.clone()
+            target[own] = (stepped - x0[own]) / sb[own]
     t = sigma_to_timestep(s)
     with compact_text(dit, context.shape[1]):
         v = dit(xs, t, context)
@@ -597,6 +639,23 @@ def flow_loss(dit: WanTransformer, text_model, tokenizer, x0: torch.Tensor, prom
     if shape_cover is not None and shape_weight > 0:
         weight = weight + shape_weight * shape_cover.to(err)
     return (weight * err).sum() / weight.sum()
+
+
+def swap_inputs(items: list, described: tuple, share: float, blob_share: float, gen: torch.Generator):
+    """(x_alt [B, C, T', h, w], alt_mix [B]) for flow_loss's shape swap, from cache entries `items` whose caption
+    describes their scene (`described[i]` not None; a dropped caption has no shape to follow). A share of the
+    single-object rows get lam ~ U(0, 1) (the others 0) and, as x_alt, the clip in another shape or, for a
+    blob_share of them, the mean of the clip's latents in all three shapes (the blob an unsure DiT predicts)."""
+    ok = [sc is not None and len(item) > 4 and item[4] is not None for sc, item in zip(described, items)]
+    pick = torch.rand(len(items), generator=gen) < share
+    lam = torch.rand(len(items), generator=gen)
+    alt_mix = torch.where(torch.tensor(ok) & pick, lam, torch.zeros_like(lam))
+    x_alt = [item[4] if o else item[0] for o, item in zip(ok, items)]
+    if blob_share > 0:
+        blob = (torch.rand(len(items), generator=gen) < blob_share).tolist()
+        x_alt = [(item[0] + item[4] + item[5]) / 3 if o and bl else xa
+                 for o, bl, item, xa in zip(ok, blob, items, x_alt)]
+    return torch.stack(x_alt), alt_mix
 
 
 def train_dit(cfg: TrainConfig, pools: dict, tokenizer: SpieceTokenizer, minutes: float | None = None, *,
@@ -619,6 +678,10 @@ def train_dit(cfg: TrainConfig, pools: dict, tokenizer: SpieceTokenizer, minutes
     probes: list[float] = []
     contrast_weight = cfg.per_round("contrast_weight", second)
     swap_share = cfg.per_round("shape_swap_share", second)
+    blob_share = cfg.per_round("shape_swap_blob", second)
+    if blob_share > 0 and any(len(item) < 6 for pool in pools.values() for item in pool):
+        raise ValueError(f"shape_swap_blob={blob_share} needs the latents of all three shapes in the cache: build it "
+                         "with cache_latents(..., swap_shapes=True, all_shapes=True), or set shape_swap_blob=0")
     while not clock.done(step) and not 0 < cfg.dit_stop_steps <= step:
         for g in opt.param_groups:
             g["lr"] = lr * _lr(step, clock.plan(step), cfg.warmup)
@@ -628,13 +691,7 @@ def train_dit(cfg: TrainConfig, pools: dict, tokenizer: SpieceTokenizer, minutes
         prompts, described, how = zip(*[_prompt(item[1], rng, cfg) for item in items])
         cover, parts = torch.stack([item[2] for item in items]), {}
         shape_cover = torch.stack([item[3] for item in items])
-        x_alt, alt_mix = None, None
-        if swap_share > 0:
-            ok = [sc is not None and len(item) > 4 and item[4] is not None for sc, item in zip(described, items)]
-            pick = torch.rand(len(items), generator=gen) < swap_share
-            lam = torch.rand(len(items), generator=gen)
-            alt_mix = torch.where(torch.tensor(ok) & pick, lam, torch.zeros_like(lam))
-            x_alt = torch.stack([item[4] if o else item[0] for o, item in zip(ok, items)])
+        x_alt, alt_mix = swap_inputs(items, described, swap_share, blob_share, gen) if swap_share > 0 else (None, None)
         if probe is not None:
             probe.reset()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.dit_bf16):
@@ -644,7 +701,8 @@ def train_dit(cfg: TrainConfig, pools: dict, tokenizer: SpieceTokenizer, minutes
                              parts=parts, shape_cover=shape_cover,
                              shape_weight=cfg.per_round("shape_weight", second),
                              low_shift_share=cfg.per_round("low_shift_share", second),
-                             x_alt=x_alt, alt_mix=alt_mix)
+                             x_alt=x_alt, alt_mix=alt_mix,
+                             own_step_share=cfg.per_round("own_step_share", second))
             aux = heads.loss(context, mask, list(described))
             loss = flow.float() + cfg.text_aux_weight * aux.float()
             if probe is not None:
@@ -734,7 +792,9 @@ def run(out: Path, cfg: TrainConfig, *, stages=("vae", "dit"), budget_minutes: f
         else:
             tokenizer = train_demo_tokenizer(cfg)
         swap = cfg.per_round("shape_swap_share", resume is not None) > 0
-        pools = cache_latents(vae, cfg, rest and rest * (0.25 if swap else 0.15), swap_shapes=swap)
+        blob = swap and cfg.per_round("shape_swap_blob", resume is not None) > 0
+        pools = cache_latents(vae, cfg, rest and rest * (0.33 if blob else 0.25 if swap else 0.15),
+                              swap_shapes=swap, all_shapes=blob)
         summary["latents"] = {"clips": sum(len(p) for p in pools.values()), "seconds": round(time.perf_counter() - t0)}
         dit_minutes = rest and rest - (time.perf_counter() - t0) / 60
         dit, text_model, info = train_dit(cfg, pools, tokenizer, dit_minutes, resume=resume and resume[:2],
