@@ -615,18 +615,7 @@ def flow_loss(dit: WanTransformer, text_model, tokenizer, x0: torch.Tensor, prom
     if context is None:
         context = encode_text_train(text_model, tokenizer, prompts)
     if own_step_share > 0:
-        own = (torch.rand(b, generator=gen) < own_step_share) & (s >= cfg.shape_swap_min_sigma)
-        s_hi = (s + (1 - s) * torch.rand(b, generator=gen)).clamp(max=0.999)
-        if own.any():
-            hb = s_hi.view(b, 1, 1, 1, 1)
-            x_hi = (1 - hb) * x0 + hb * noise
-            with torch.no_grad(), compact_text(dit, context.shape[1]):
-                v_hi = dit(x_hi[own], sigma_to_timestep(s_hi[own]), context[own])
-            stepped = x_hi[own] + (sb[own] - hb[own]) * v_hi.to(x_hi)
-            xs = xs.clone()
-            xs[own] = stepped
-            target = target.clone()
-            target[own] = (stepped - x0[own]) / sb[own]
+        xs, target = _own_step(dit, x0, noise, s, xs, target, context, own_step_share, cfg.shape_swap_min_sigma, gen)
     t = sigma_to_timestep(s)
     with compact_text(dit, context.shape[1]):
         v = dit(xs, t, context)
@@ -639,6 +628,26 @@ def flow_loss(dit: WanTransformer, text_model, tokenizer, x0: torch.Tensor, prom
     if shape_cover is not None and shape_weight > 0:
         weight = weight + shape_weight * shape_cover.to(err)
     return (weight * err).sum() / weight.sum()
+
+
+def _own_step(dit: WanTransformer, x0, noise, s, xs, target, context, share: float, min_sigma: float,
+              gen: torch.Generator):
+    """flow_loss's own-step rows: (xs, target) with a share of the rows at sigma >= min_sigma replaced by one Euler
+    step of the DiT itself (no gradient) from s_hi ~ U(sigma, 1) with the same noise, and the velocity that lands on
+    x0 from there."""
+    b = x0.shape[0]
+    own = (torch.rand(b, generator=gen) < share) & (s >= min_sigma)
+    s_hi = (s + (1 - s) * torch.rand(b, generator=gen)).clamp(max=0.999)
+    if not own.any():
+        return xs, target
+    sb, hb = s[own].view(-1, 1, 1, 1, 1), s_hi[own].view(-1, 1, 1, 1, 1)
+    x_hi = (1 - hb) * x0[own] + hb * noise[own]
+    with torch.no_grad(), compact_text(dit, context.shape[1]):
+        v_hi = dit(x_hi, sigma_to_timestep(s_hi[own]), context[own])
+    stepped = x_hi + (sb - hb) * v_hi.to(x_hi)
+    xs, target = xs.clone(), target.clone()
+    xs[own], target[own] = stepped, (stepped - x0[own]) / sb
+    return xs, target
 
 
 def swap_inputs(items: list, described: tuple, share: float, blob_share: float, gen: torch.Generator):
