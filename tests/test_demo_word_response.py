@@ -62,6 +62,7 @@ def test_a_dit_that_draws_the_named_scene_responds_fully_to_every_word(setup):
         assert r.size[a] > 0
         for s in (0.5, 0.9):
             assert r.ratio[a][s] == pytest.approx(1.0, abs=1e-3)
+            assert r.position[a][s] == pytest.approx(1.0, abs=1e-3)  # its prediction is the true clip
     assert r.x0_error[0.5] == pytest.approx(0.0, abs=1e-6)
     assert "shape" in format_response(r)
 
@@ -71,3 +72,28 @@ def test_a_dit_that_ignores_the_prompt_responds_to_no_word(setup):
     r = word_response(_Blind(), vae, lambda text: torch.zeros(1, 3, 8), [case], sigmas=(0.3, 0.9))
     assert all(r.ratio[a][s] == 0.0 for a in ATTRIBUTES for s in (0.3, 0.9))
     assert r.x0_error[0.9] > r.x0_error[0.3] > 0  # it predicts x0 worse the noisier the input
+
+
+class _Midway(torch.nn.Module):
+    """Predicts x0 = the mean of two given latents, whatever the prompt (context is ignored)."""
+
+    def __init__(self, a: torch.Tensor, b: torch.Tensor):
+        super().__init__()
+        self.mid, self.w = (a + b) / 2, torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x, t, context):
+        return (x - self.mid) / (t.view(-1, 1, 1, 1, 1) / 1000.0)
+
+
+def test_position_places_a_half_way_prediction_at_one_half(setup, monkeypatch):
+    vae, case, latent_of = setup
+    import wan_core.demo.word_response as wr
+
+    true_latent = latent_of(wr.caption(case.scene, "en", variant=0))
+    other = wr._changed(case, "shape", __import__("random").Random(0))
+    other_latent = normalize_latents(encode_scene(vae, other))
+    monkeypatch.setattr(wr, "_changed", lambda c, attribute, rng: other)  # every attribute: that other shape
+    r = word_response(_Midway(true_latent, other_latent), vae, lambda text: torch.zeros(1, 3, 8), [case],
+                      sigmas=(0.5,))
+    assert r.position["shape"][0.5] == pytest.approx(0.5, abs=1e-3)
+    assert "position" in format_response(r)

@@ -165,6 +165,16 @@ class TrainConfig:
     # round with the shipped swap: no better than without (README).
     own_step_share: float = 0.0
     own_step_share_round2: float = 0.0
+    # Shape direction: the DiT's x0 prediction from pure noise is a round blob (sigma 0.99, 11 of 12 held-out English
+    # scenes, though the mean of the true latents over the world's jitter keeps 11 of 12 shapes): the shape is a small
+    # direction d = x0 - x_other_shape in a large residual, so the plain MSE gives it a tiny share of the gradient.
+    # shape_direction_loss adds the squared residual along d (per element, like one more latent value), weighted by
+    # this: W multiplies the flow loss's gradient along d by about 1 + W. Needs the swap cache (other shapes).
+    # 0 = off; --stage dit2 uses the _round2 value. Tried at 20 in a second round with the shipped swap: the x0
+    # prediction moved towards the caption's shape (0.61 -> 0.79 of the way at sigma 0.99), the videos did not
+    # (shape 29.2 / 41.7%, colour and motion 71-75%; README).
+    shape_direction_weight: float = 0.0
+    shape_direction_weight_round2: float = 0.0
     warmup: int = 50
 
     def per_round(self, name: str, second: bool):
@@ -650,6 +660,28 @@ def _own_step(dit: WanTransformer, x0, noise, s, xs, target, context, share: flo
     return xs, target
 
 
+def shape_direction_loss(v: torch.Tensor, target: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """Mean over the rows with d != 0 of <v - target, d / |d|>^2 / numel(row): the squared flow residual along the
+    shape direction d [B, C, T', h, w] (x0 - the clip in another shape), counted like one latent value of the row, so
+    a weight W gives that direction about W times the gradient the per-element mean-square flow loss gives it.
+    0 if no row has a direction."""
+    d = d.float()
+    norm = d.flatten(1).norm(dim=1)
+    rows = norm > 0
+    if not rows.any():
+        return v.new_zeros((), dtype=torch.float32)
+    r = (v.float() - target.float())[rows].flatten(1)
+    p = (r * d[rows].flatten(1)).sum(dim=1) / norm[rows]
+    return (p.pow(2) / r.shape[1]).mean()
+
+
+def shape_directions(items: list, described: tuple) -> torch.Tensor:
+    """[B, C, T', h, w]: per cache entry, x0 minus its latent in another shape where the caption describes a single
+    object and the cache holds that latent (as `swap_inputs` decides), else zeros."""
+    ok = [sc is not None and len(item) > 4 and item[4] is not None for sc, item in zip(described, items)]
+    return torch.stack([item[0] - item[4] if o else torch.zeros_like(item[0]) for o, item in zip(ok, items)])
+
+
 def swap_inputs(items: list, described: tuple, share: float, blob_share: float, gen: torch.Generator):
     """(x_alt [B, C, T', h, w], alt_mix [B]) for flow_loss's shape swap, from cache entries `items` whose caption
     describes their scene (`described[i]` not None; a dropped caption has no shape to follow). A share of the
@@ -688,6 +720,12 @@ def train_dit(cfg: TrainConfig, pools: dict, tokenizer: SpieceTokenizer, minutes
     contrast_weight = cfg.per_round("contrast_weight", second)
     swap_share = cfg.per_round("shape_swap_share", second)
     blob_share = cfg.per_round("shape_swap_blob", second)
+    direction_weight = cfg.per_round("shape_direction_weight", second)
+    if direction_weight > 0 and any(len(item) < 5 for pool in pools.values() for item in pool):
+        raise ValueError(f"shape_direction_weight={direction_weight} needs the other-shape latents in the cache: "
+                         "build it with cache_latents(..., swap_shapes=True) (the training run does so when the "
+                         "shape swap or the shape direction is on), or set shape_direction_weight=0")
+    directions: list[float] = []
     if blob_share > 0 and any(len(item) < 6 for pool in pools.values() for item in pool):
         raise ValueError(f"shape_swap_blob={blob_share} needs the latents of all three shapes in the cache: build it "
                          "with cache_latents(..., swap_shapes=True, all_shapes=True), or set shape_swap_blob=0")
@@ -714,6 +752,10 @@ def train_dit(cfg: TrainConfig, pools: dict, tokenizer: SpieceTokenizer, minutes
                              own_step_share=cfg.per_round("own_step_share", second))
             aux = heads.loss(context, mask, list(described))
             loss = flow.float() + cfg.text_aux_weight * aux.float()
+            if direction_weight > 0:
+                along = shape_direction_loss(parts["v"], parts["target"], shape_directions(items, described))
+                loss = loss + direction_weight * along
+                directions.append(along.item())
             if probe is not None:
                 probed = probe.loss(cover, list(described))
                 loss = loss + probe_weight * probed.float()
@@ -735,13 +777,16 @@ def train_dit(cfg: TrainConfig, pools: dict, tokenizer: SpieceTokenizer, minutes
         history.append(round(flow.item(), 5))
         if step % 25 == 0:
             log.info("dit step %d  flow loss %.4f (mean of last 25: %.4f)  text aux %.4f  contrast %.4f  "
-                     "shape probe %.4f  %.0f s", step, history[-1], sum(history[-25:]) / len(history[-25:]),
-                     aux.item(), sum(contrasts[-25:]) / max(1, len(contrasts[-25:])),
-                     sum(probes[-25:]) / max(1, len(probes[-25:])), clock.elapsed)
+                     "shape probe %.4f  shape direction %.5f  %.0f s", step, history[-1],
+                     sum(history[-25:]) / len(history[-25:]), aux.item(),
+                     sum(contrasts[-25:]) / max(1, len(contrasts[-25:])), sum(probes[-25:]) / max(1, len(probes[-25:])),
+                     sum(directions[-25:]) / max(1, len(directions[-25:])), clock.elapsed)
         step += 1
     info = {"steps": step, "scheduled_steps": clock.steps, "seconds": round(clock.elapsed, 1), "last": history[-50:]}
     if contrasts:
         info["contrast_last"] = [round(c, 5) for c in contrasts[-50:]]
+    if directions:
+        info["shape_direction_last"] = [round(c, 6) for c in directions[-50:]]
     if probe is not None:
         probe.detach()
         info["shape_probe_last"] = [round(c, 5) for c in probes[-50:]]
@@ -800,7 +845,8 @@ def run(out: Path, cfg: TrainConfig, *, stages=("vae", "dit"), budget_minutes: f
             tokenizer = resume[2]
         else:
             tokenizer = train_demo_tokenizer(cfg)
-        swap = cfg.per_round("shape_swap_share", resume is not None) > 0
+        swap = (cfg.per_round("shape_swap_share", resume is not None) > 0
+                or cfg.per_round("shape_direction_weight", resume is not None) > 0)
         blob = swap and cfg.per_round("shape_swap_blob", resume is not None) > 0
         pools = cache_latents(vae, cfg, rest and rest * (0.33 if blob else 0.25 if swap else 0.15),
                               swap_shapes=swap, all_shapes=blob)

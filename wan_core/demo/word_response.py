@@ -9,7 +9,12 @@ of the change in prediction onto d:
     ratio(s) = <x0_hat(changed word) - x0_hat(true word), d> / |d|^2
 
 1 means the DiT moves its prediction all the way to the other clip when only the word changes; 0 means the word is
-ignored. Printed with |d|^2 (how big the attribute is in the latent) and the DiT's x0 error |x0_hat - z|^2:
+ignored. Also printed: where the true-caption prediction lies between the changed clip (0) and the true one (1),
+
+    position(s) = <x0_hat(true word) - z(changed), z(true) - z(changed)> / |d|^2 = 1 - <x0_hat(true word) - z, d> / |d|^2
+
+(0.5-0.6 at high sigma for shapes: half-way, the blob a DiT unsure of the shape predicts), with |d|^2 (how big the
+attribute is in the latent) and the DiT's x0 error |x0_hat - z|^2:
 
     python -m wan_core.demo.word_response --seeds 2
 """
@@ -33,11 +38,13 @@ ATTRIBUTES = ("colour", "shape", "motion")
 
 @dataclass(frozen=True)
 class WordResponse:
-    """Per attribute: median |d|^2 and mean ratio per sigma; median x0 error per sigma (true caption)."""
+    """Per attribute: median |d|^2, mean ratio and mean position per sigma; median x0 error per sigma (true
+    caption)."""
 
     size: dict[str, float]
     ratio: dict[str, dict[float, float]]
     x0_error: dict[float, float]
+    position: dict[str, dict[float, float]]
 
 
 def _changed(case: Case, attribute: str, rng: random.Random):
@@ -66,6 +73,7 @@ def word_response(dit, vae, encode_prompt, cases: list[Case], sigmas=SIGMAS, *, 
 
     sizes = {a: [] for a in ATTRIBUTES}
     ratios = {a: {s: [] for s in sigmas} for a in ATTRIBUTES}
+    positions = {a: {s: [] for s in sigmas} for a in ATTRIBUTES}
     errors = {s: [] for s in sigmas}
     for i, case in enumerate(cases):
         z = latent(case.scene)
@@ -82,11 +90,13 @@ def word_response(dit, vae, encode_prompt, cases: list[Case], sigmas=SIGMAS, *, 
                 base = x0_hat(xs, s, context)
                 moved = x0_hat(xs, s, other_context) - base
                 ratios[attribute][s].append((moved * d).sum().item() / max(norm, 1e-12))
+                positions[attribute][s].append(1 - ((base - z) * d).sum().item() / max(norm, 1e-12))
                 if attribute == ATTRIBUTES[0]:
                     errors[s].append((base - z).pow(2).sum().item())
     return WordResponse(size={a: statistics.median(v) for a, v in sizes.items()},
                         ratio={a: {s: statistics.fmean(v) for s, v in r.items()} for a, r in ratios.items()},
-                        x0_error={s: statistics.median(v) for s, v in errors.items()})
+                        x0_error={s: statistics.median(v) for s, v in errors.items()},
+                        position={a: {s: statistics.fmean(v) for s, v in r.items()} for a, r in positions.items()})
 
 
 def format_response(r: WordResponse) -> str:
@@ -94,6 +104,9 @@ def format_response(r: WordResponse) -> str:
     lines = [f"{'attribute':<10}{'|d|^2':>9}   word-response ratio at sigma " + "  ".join(f"{s:>6}" for s in sigmas)]
     for a in r.size:
         lines.append(f"{a:<10}{r.size[a]:>9.1f}   {'':>29}" + "  ".join(f"{r.ratio[a][s]:>+6.3f}" for s in sigmas))
+    for a in r.size:
+        lines.append(f"{a:<10}{'':>9}   {'position (0 changed, 1 true)':<29}"
+                     + "  ".join(f"{r.position[a][s]:>6.3f}" for s in sigmas))
     lines.append(f"{'x0 error':<10}{'':>9}   {'|x0_hat - z|^2, true caption':<29}"
                  + "  ".join(f"{r.x0_error[s]:>6.0f}" for s in sigmas))
     return "\n".join(lines)
