@@ -137,7 +137,8 @@ class TrainConfig:
     # Shape probe (ShapeProbe): a training-only linear read-out of the object's shape from every object token of a
     # middle DiT block, weight shape_probe_weight (0 = off; --stage dit2 uses shape_probe_weight_round2). It pulls
     # the caption's shape word into the tokens where the object is, half-way through the DiT, so the blocks after it
-    # can draw it. Tried in a second-round pilot: the tokens learned the shape, the videos did not (README).
+    # can draw it. Tried in a second-round pilot: the tokens learned the shape, the videos did not
+    # (docs/demo_experiments.md).
     shape_probe_weight: float = 0.0
     shape_probe_weight_round2: float = 0.0
     # Shape swap: the DiT learned to copy a shape from the noisy latent rather than read it from the caption
@@ -146,7 +147,8 @@ class TrainConfig:
     # A share of the captioned single-object rows see a latent blended towards the same clip drawn with another
     # shape, x_in = x0 + lam * (x_alt - x0), lam ~ U(0, 1), at sigma >= shape_swap_min_sigma, while the target still
     # lands on x0: the caption, not the noisy latent, decides the shape. 0 = off; --stage dit2 uses *_round2.
-    # The shipped second round uses share 1 (README: 7 latent / 10 caption after it; shapes still near chance).
+    # The shipped second round uses share 1 (7 latent / 10 caption after it; shapes still near chance;
+    # docs/demo_experiments.md).
     shape_swap_share: float = 0.0
     shape_swap_share_round2: float = 0.0
     shape_swap_min_sigma: float = 0.4
@@ -154,7 +156,8 @@ class TrainConfig:
     # instead of one other shape. That mean is what a DiT unsure of the shape predicts at high sigma (the MSE
     # optimum over the shapes), and later steps then copy it: a round blob. These rows teach the DiT to turn that
     # blob into the caption's shape. Needs the third shape's latent in the cache (encoded only when > 0).
-    # Tried at 0.5 in a second round with the shipped swap: one more right shape per language, worse elsewhere (README).
+    # Tried at 0.5 in a second round with the shipped swap: one more right shape per language, worse elsewhere
+    # (docs/demo_experiments.md).
     shape_swap_blob: float = 0.0
     shape_swap_blob_round2: float = 0.0
     # Own step (exposure bias): at inference the DiT sees latents made by its own earlier steps (blurred where it was
@@ -162,7 +165,7 @@ class TrainConfig:
     # sigma >= shape_swap_min_sigma instead see the result of one Euler step of the DiT itself (no gradient), taken
     # with its caption from a higher sigma drawn in U(sigma, 1) with the same noise, and learn the velocity that
     # lands on the true clip from there. 0 = off; --stage dit2 uses own_step_share_round2. Tried at 0.5 in a second
-    # round with the shipped swap: no better than without (README).
+    # round with the shipped swap: no better than without (docs/demo_experiments.md).
     own_step_share: float = 0.0
     own_step_share_round2: float = 0.0
     # Shape direction: the DiT's x0 prediction from pure noise is a round blob (sigma 0.99, 11 of 12 held-out English
@@ -170,9 +173,9 @@ class TrainConfig:
     # direction d = x0 - x_other_shape in a large residual, so the plain MSE gives it a tiny share of the gradient.
     # shape_direction_loss adds the squared residual along d (per element, like one more latent value), weighted by
     # this: W multiplies the flow loss's gradient along d by about 1 + W. Needs the swap cache (other shapes).
-    # 0 = off; --stage dit2 uses the _round2 value. Tried at 20 in a second round with the shipped swap: the x0
-    # prediction moved towards the caption's shape (0.61 -> 0.79 of the way at sigma 0.99), the videos did not
-    # (shape 29.2 / 41.7%, colour and motion 71-75%; README).
+    # 0 = off; --stage dit2 uses the _round2 value. Tried at 20 and 3 in a second round with the shipped swap: the
+    # DiT read shape words 3-5x (2.5-4x) more strongly, but its x0 error grew 2x (1.5x) and the videos got worse
+    # (shape 29-46%, English colour and motion 71%; docs/demo_experiments.md).
     shape_direction_weight: float = 0.0
     shape_direction_weight_round2: float = 0.0
     warmup: int = 50
@@ -425,7 +428,7 @@ class ShapeProbe(torch.nn.Module):
     reach the DiT through the flow loss alone (they move many latent pixels); a shape changes only a few, so the
     flow loss barely rewards reading the shape word (measured: an earlier DiT's flow loss was the same with the
     wrong shape word) and the probe asks for it directly. Not part of the shipped DiT. Measured: the probe's loss
-    falls to about 0 within 2000 steps, yet the generated shapes did not change (README)."""
+    falls to about 0 within 2000 steps, yet the generated shapes did not change (docs/demo_experiments.md)."""
 
     def __init__(self, dit: WanTransformer):
         super().__init__()
