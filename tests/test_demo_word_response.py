@@ -1,4 +1,5 @@
 """The word-response probe: 0 for a DiT that ignores the prompt, 1 for one that draws exactly what the prompt names."""
+import random
 from dataclasses import replace
 
 import pytest
@@ -90,7 +91,7 @@ def test_position_places_a_half_way_prediction_at_one_half(setup, monkeypatch):
     import wan_core.demo.word_response as wr
 
     true_latent = latent_of(wr.caption(case.scene, "en", variant=0))
-    other = wr._changed(case, "shape", __import__("random").Random(0))
+    other = wr._changed(case, "shape", random.Random(0))
     other_latent = normalize_latents(encode_scene(vae, other))
     monkeypatch.setattr(wr, "_changed", lambda c, attribute, rng: other)  # every attribute: that other shape
     r = word_response(_Midway(true_latent, other_latent), vae, lambda text: torch.zeros(1, 3, 8), [case],

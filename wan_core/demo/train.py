@@ -678,10 +678,16 @@ def shape_direction_loss(v: torch.Tensor, target: torch.Tensor, d: torch.Tensor)
     return (p.pow(2) / r.shape[1]).mean()
 
 
+def _other_shape_rows(items: list, described: tuple) -> list[bool]:
+    """Per cache entry: its caption describes its scene (`described[i]` not None) and the cache holds the clip in
+    another shape (only single objects have one)."""
+    return [sc is not None and len(item) > 4 and item[4] is not None for sc, item in zip(described, items)]
+
+
 def shape_directions(items: list, described: tuple) -> torch.Tensor:
-    """[B, C, T', h, w]: per cache entry, x0 minus its latent in another shape where the caption describes a single
-    object and the cache holds that latent (as `swap_inputs` decides), else zeros."""
-    ok = [sc is not None and len(item) > 4 and item[4] is not None for sc, item in zip(described, items)]
+    """[B, C, T', h, w]: per cache entry, x0 minus its latent in another shape for the `_other_shape_rows`, else
+    zeros."""
+    ok = _other_shape_rows(items, described)
     return torch.stack([item[0] - item[4] if o else torch.zeros_like(item[0]) for o, item in zip(ok, items)])
 
 
@@ -690,7 +696,7 @@ def swap_inputs(items: list, described: tuple, share: float, blob_share: float, 
     describes their scene (`described[i]` not None; a dropped caption has no shape to follow). A share of the
     single-object rows get lam ~ U(0, 1) (the others 0) and, as x_alt, the clip in another shape or, for a
     blob_share of them, the mean of the clip's latents in all three shapes (the blob an unsure DiT predicts)."""
-    ok = [sc is not None and len(item) > 4 and item[4] is not None for sc, item in zip(described, items)]
+    ok = _other_shape_rows(items, described)
     pick = torch.rand(len(items), generator=gen) < share
     lam = torch.rand(len(items), generator=gen)
     alt_mix = torch.where(torch.tensor(ok) & pick, lam, torch.zeros_like(lam))
