@@ -708,6 +708,18 @@ def swap_inputs(items: list, described: tuple, share: float, blob_share: float, 
     return torch.stack(x_alt), alt_mix
 
 
+def _require_columns(pools: dict, columns: int, needed: bool, message: str) -> None:
+    """Raise ValueError(message) if `needed` and some cache entry has fewer than `columns` items."""
+    if needed and any(len(item) < columns for pool in pools.values() for item in pool):
+        raise ValueError(message)
+
+
+def _recent(values: list[float], n: int = 25) -> float:
+    """Mean of the last n values (0 if none): the training log's running figures."""
+    tail = values[-n:]
+    return sum(tail) / max(1, len(tail))
+
+
 def train_dit(cfg: TrainConfig, pools: dict, tokenizer: SpieceTokenizer, minutes: float | None = None, *,
               resume: tuple | None = None, round_: int = 0):
     """DiT + umT5 jointly; `resume` = (dit, text_model) continues a previous round (new LR cycle, seeded by round_)."""
@@ -730,14 +742,14 @@ def train_dit(cfg: TrainConfig, pools: dict, tokenizer: SpieceTokenizer, minutes
     swap_share = cfg.per_round("shape_swap_share", second)
     blob_share = cfg.per_round("shape_swap_blob", second)
     direction_weight = cfg.per_round("shape_direction_weight", second)
-    if direction_weight > 0 and any(len(item) < 5 for pool in pools.values() for item in pool):
-        raise ValueError(f"shape_direction_weight={direction_weight} needs the other-shape latents in the cache: "
-                         "build it with cache_latents(..., swap_shapes=True) (the training run does so when the "
-                         "shape swap or the shape direction is on), or set shape_direction_weight=0")
     directions: list[float] = []
-    if blob_share > 0 and any(len(item) < 6 for pool in pools.values() for item in pool):
-        raise ValueError(f"shape_swap_blob={blob_share} needs the latents of all three shapes in the cache: build it "
-                         "with cache_latents(..., swap_shapes=True, all_shapes=True), or set shape_swap_blob=0")
+    _require_columns(pools, 5, direction_weight > 0,
+                     f"shape_direction_weight={direction_weight} needs the other-shape latents in the cache: build it "
+                     "with cache_latents(..., swap_shapes=True) (the training run does so when the shape swap or the "
+                     "shape direction is on), or set shape_direction_weight=0")
+    _require_columns(pools, 6, blob_share > 0,
+                     f"shape_swap_blob={blob_share} needs the latents of all three shapes in the cache: build it with "
+                     "cache_latents(..., swap_shapes=True, all_shapes=True), or set shape_swap_blob=0")
     while not clock.done(step) and not 0 < cfg.dit_stop_steps <= step:
         for g in opt.param_groups:
             g["lr"] = lr * _lr(step, clock.plan(step), cfg.warmup)
@@ -786,10 +798,8 @@ def train_dit(cfg: TrainConfig, pools: dict, tokenizer: SpieceTokenizer, minutes
         history.append(round(flow.item(), 5))
         if step % 25 == 0:
             log.info("dit step %d  flow loss %.4f (mean of last 25: %.4f)  text aux %.4f  contrast %.4f  "
-                     "shape probe %.4f  shape direction %.5f  %.0f s", step, history[-1],
-                     sum(history[-25:]) / len(history[-25:]), aux.item(),
-                     sum(contrasts[-25:]) / max(1, len(contrasts[-25:])), sum(probes[-25:]) / max(1, len(probes[-25:])),
-                     sum(directions[-25:]) / max(1, len(directions[-25:])), clock.elapsed)
+                     "shape probe %.4f  shape direction %.5f  %.0f s", step, history[-1], _recent(history),
+                     aux.item(), _recent(contrasts), _recent(probes), _recent(directions), clock.elapsed)
         step += 1
     info = {"steps": step, "scheduled_steps": clock.steps, "seconds": round(clock.elapsed, 1), "last": history[-50:]}
     if contrasts:
