@@ -60,3 +60,5 @@ def test_crop_steps_see_the_first_frames_of_more_rows_and_only_when_on(monkeypat
     seen.clear()
     train_dit(replace(cfg, frame_crop_share=0.5), pools, tokenizer)
     assert set(seen) == {(2, 48, 3, 4, 4), (5, 48, 1, 4, 4)}
+    with pytest.raises(ValueError, match="frame_crop_batch=0"):
+        train_dit(replace(cfg, frame_crop_share=0.5, frame_crop_batch=0), pools, tokenizer)

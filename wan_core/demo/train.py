@@ -183,7 +183,8 @@ class TrainConfig:
     # with frame_crop_batch rows instead of dit_batch. A one-frame row has a seventh of a 16:9 clip's tokens; measured
     # here (2 threads, bf16, forward + backward + AdamW): 8 clips 0.37 s, 32 first frames 0.41 s, 48 first frames
     # 0.81 s. So a crop step shows 4x the rows (each with a shape) for about the time of a clip step. 0 = off;
-    # --stage dit2 uses frame_crop_share_round2.
+    # --stage dit2 uses frame_crop_share_round2. The shipped second round uses 0.5: colour, motion and EN/ZH agreement
+    # rose, shapes did not (docs/demo_experiments.md).
     frame_crop_share: float = 0.0
     frame_crop_share_round2: float = 0.0
     frame_crop_frames: int = 1
@@ -763,6 +764,10 @@ def train_dit(cfg: TrainConfig, pools: dict, tokenizer: SpieceTokenizer, minutes
     direction_weight = cfg.per_round("shape_direction_weight", second)
     directions: list[float] = []
     crop_share = cfg.per_round("frame_crop_share", second)
+    if crop_share > 0 and (cfg.frame_crop_frames < 1 or cfg.frame_crop_batch < 1):
+        raise ValueError(f"frame crop on (share {crop_share}) with frame_crop_frames={cfg.frame_crop_frames} and "
+                         f"frame_crop_batch={cfg.frame_crop_batch}: both must be at least 1 (1 frame = the clip's "
+                         "first frame alone), or set the share to 0")
     _require_columns(pools, 5, direction_weight > 0,
                      f"shape_direction_weight={direction_weight} needs the other-shape latents in the cache: build it "
                      "with cache_latents(..., swap_shapes=True) (the training run does so when the shape swap or the "
@@ -774,7 +779,7 @@ def train_dit(cfg: TrainConfig, pools: dict, tokenizer: SpieceTokenizer, minutes
         for g in opt.param_groups:
             g["lr"] = lr * _lr(step, clock.plan(step), cfg.warmup)
         pool = pools[aspects[step % len(aspects)]]
-        crop = crop_share > 0 and rng.random() < crop_share  # no draw when off: the shipped rounds replay unchanged
+        crop = crop_share > 0 and rng.random() < crop_share  # no draw when off: rounds without the crop replay unchanged
         items = [pool[rng.randrange(len(pool))] for _ in range(cfg.frame_crop_batch if crop else cfg.dit_batch)]
         if crop:
             items = [first_frames(item, cfg.frame_crop_frames) for item in items]
