@@ -779,7 +779,7 @@ def train_dit(cfg: TrainConfig, pools: dict, tokenizer: SpieceTokenizer, minutes
         for g in opt.param_groups:
             g["lr"] = lr * _lr(step, clock.plan(step), cfg.warmup)
         pool = pools[aspects[step % len(aspects)]]
-        crop = crop_share > 0 and rng.random() < crop_share  # no draw when off: rounds without the crop replay unchanged
+        crop = crop_share > 0 and rng.random() < crop_share  # no draw when off: crop-free rounds replay unchanged
         items = [pool[rng.randrange(len(pool))] for _ in range(cfg.frame_crop_batch if crop else cfg.dit_batch)]
         if crop:
             items = [first_frames(item, cfg.frame_crop_frames) for item in items]
