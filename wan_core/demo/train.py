@@ -49,6 +49,7 @@ from ..tokenizer import SpieceTokenizer, train_tokenizer
 from ..vae import VAEConfig, WanVAE
 from .captions import LANGS, caption, corpus
 from .compact_text import compact_text
+from .ema import WeightEMA
 from .evaluate import foreground, row_foreground
 from .export import MODEL_FILES, load_stage, save_dit, save_text_encoder, save_vae
 from .world import (BACKGROUND_COLOURS, HELD_OUT, MOTIONS, OBJECT_COLOURS, SHAPES, SIZES, render, sample_scene,
@@ -189,6 +190,11 @@ class TrainConfig:
     frame_crop_share_round2: float = 0.0
     frame_crop_frames: int = 1
     frame_crop_batch: int = 32
+    # Weight average: the DiT and umT5 files hold an exponential moving average of the round's weights with this
+    # decay (WeightEMA; the decay ramps up over the first steps) instead of its last weights. 0 = off (the last
+    # weights, as in the shipped rounds); --stage dit2 uses dit_ema_round2.
+    dit_ema: float = 0.0
+    dit_ema_round2: float = 0.0
     warmup: int = 50
 
     def per_round(self, name: str, second: bool):
@@ -741,8 +747,10 @@ def _recent(values: list[float], n: int = 25) -> float:
 
 
 def train_dit(cfg: TrainConfig, pools: dict, tokenizer: SpieceTokenizer, minutes: float | None = None, *,
-              resume: tuple | None = None, round_: int = 0):
-    """DiT + umT5 jointly; `resume` = (dit, text_model) continues a previous round (new LR cycle, seeded by round_)."""
+              resume: tuple | None = None, round_: int = 0, on_step=None):
+    """DiT + umT5 jointly; `resume` = (dit, text_model) continues a previous round (new LR cycle, seeded by round_).
+
+    on_step(step, dit, text_model), if given, is called after every optimizer step (e.g. to keep weight averages)."""
     torch.manual_seed(cfg.seed + 1 + round_)
     dit = resume[0].train() if resume else WanTransformer(cfg.dit).train()
     text_model = resume[1].train() if resume else build_text_encoder(cfg.t5, tokenizer.vocab_size).train()
@@ -772,6 +780,8 @@ def train_dit(cfg: TrainConfig, pools: dict, tokenizer: SpieceTokenizer, minutes
                      f"shape_direction_weight={direction_weight} needs the other-shape latents in the cache: build it "
                      "with cache_latents(..., swap_shapes=True) (the training run does so when the shape swap or the "
                      "shape direction is on), or set shape_direction_weight=0")
+    ema_decay = cfg.per_round("dit_ema", second)
+    ema = WeightEMA([dit, text_model], ema_decay) if ema_decay > 0 else None
     _require_columns(pools, 6, blob_share > 0,
                      f"shape_swap_blob={blob_share} needs the latents of all three shapes in the cache: build it with "
                      "cache_latents(..., swap_shapes=True, all_shapes=True), or set shape_swap_blob=0")
@@ -823,6 +833,10 @@ def train_dit(cfg: TrainConfig, pools: dict, tokenizer: SpieceTokenizer, minutes
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
+        if ema is not None:
+            ema.update([dit, text_model], step)
+        if on_step is not None:
+            on_step(step, dit, text_model)
         history.append(round(flow.item(), 5))
         if step % 25 == 0:
             log.info("dit step %d  flow loss %.4f (mean of last 25: %.4f)  text aux %.4f  contrast %.4f  "
@@ -837,6 +851,9 @@ def train_dit(cfg: TrainConfig, pools: dict, tokenizer: SpieceTokenizer, minutes
     if probe is not None:
         probe.detach()
         info["shape_probe_last"] = [round(c, 5) for c in probes[-50:]]
+    if ema is not None:
+        ema.copy_to([dit, text_model])
+        info["ema_decay"] = ema_decay
     return dit.eval(), text_model.eval(), info
 
 
