@@ -1,12 +1,13 @@
 """Train the embedded demo model from scratch on the synthetic world (seeded; CPU; only wan_core's own classes).
 
-    # the shipped files, in this order (times in the README; 87.8 min in all):
+    # the shipped files, in this order (times in the README; at most 88.8 min in all):
     python -m wan_core.demo.train --out models --stage vae --budget-minutes 26 --set vae_temporal_steps=0
     python -m wan_core.demo.train --out models --stage dit --budget-minutes 41 --threads 2 --dit-steps 12000 \
         --set dit_bf16=true
     python -m wan_core.demo.train --out models --stage vae3 --budget-minutes 8.5 --threads 2
     python -m wan_core.demo.train --out models --stage dit2 --budget-minutes 23 --threads 2 --dit-steps 9000 \
-        --set dit_bf16=true --set shape_swap_share_round2=1.0 --set frame_crop_share_round2=0.5
+        --set dit_bf16=true --set shape_swap_share_round2=1.0 --set frame_crop_share_round2=0.5 \
+        --set dit_ema_round2=0.999
 
 Stages (each resumable from the files of the previous one in --out):
 1. tokenizer: sentencepiece (unigram, character_coverage 1.0) on EN+ZH captions, stored as `spiece_model`.
