@@ -1,7 +1,8 @@
 """An exponential moving average of a training run's weights (the weights diffusion models usually sample with).
 
-`WeightEMA(modules, decay)` keeps an fp32 shadow of every parameter of `modules`; `update(step)` moves it towards the
-current weights after an optimizer step, and `copy_to(modules)` writes it into the modules (same order and shapes).
+`WeightEMA(modules, decay)` keeps an fp32 shadow of every parameter of `modules`; `update(modules, step)` moves it
+towards the current weights after an optimizer step, and `copy_to(modules)` writes it into the modules (same order
+and shapes).
 The decay ramps up as min(decay, (1 + step) / (10 + step)), so the first steps of a run do not freeze the shadow at
 its starting weights.
 """
