@@ -193,7 +193,8 @@ class TrainConfig:
     frame_crop_batch: int = 32
     # Weight average: the DiT and umT5 files hold an exponential moving average of the round's weights with this
     # decay (WeightEMA; the decay ramps up over the first steps) instead of its last weights. 0 = off (the last
-    # weights, as in the shipped rounds); --stage dit2 uses dit_ema_round2.
+    # weights; the shipped first round); --stage dit2 uses dit_ema_round2 (0.999 in the shipped second round: EN/ZH
+    # agreement rose, shapes did not; docs/demo_experiments.md).
     dit_ema: float = 0.0
     dit_ema_round2: float = 0.0
     warmup: int = 50
@@ -781,11 +782,11 @@ def train_dit(cfg: TrainConfig, pools: dict, tokenizer: SpieceTokenizer, minutes
                      f"shape_direction_weight={direction_weight} needs the other-shape latents in the cache: build it "
                      "with cache_latents(..., swap_shapes=True) (the training run does so when the shape swap or the "
                      "shape direction is on), or set shape_direction_weight=0")
-    ema_decay = cfg.per_round("dit_ema", second)
-    ema = WeightEMA([dit, text_model], ema_decay) if ema_decay > 0 else None
     _require_columns(pools, 6, blob_share > 0,
                      f"shape_swap_blob={blob_share} needs the latents of all three shapes in the cache: build it with "
                      "cache_latents(..., swap_shapes=True, all_shapes=True), or set shape_swap_blob=0")
+    ema_decay = cfg.per_round("dit_ema", second)
+    ema = WeightEMA([dit, text_model], ema_decay) if ema_decay > 0 else None
     while not clock.done(step) and not 0 < cfg.dit_stop_steps <= step:
         for g in opt.param_groups:
             g["lr"] = lr * _lr(step, clock.plan(step), cfg.warmup)
