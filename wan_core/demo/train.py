@@ -51,10 +51,11 @@ from ..vae import VAEConfig, WanVAE
 from .captions import LANGS, caption, corpus
 from .compact_text import compact_text
 from .ema import WeightEMA
+from .mask_code import blur_rest, check_channels, mask_loss
 from .evaluate import foreground, row_foreground
 from .export import MODEL_FILES, load_stage, save_dit, save_text_encoder, save_vae
-from .world import (BACKGROUND_COLOURS, HELD_OUT, MOTIONS, OBJECT_COLOURS, SHAPES, SIZES, render, sample_scene,
-                    shape_difference)
+from .world import (BACKGROUND_COLOURS, HELD_OUT, MOTIONS, OBJECT_COLOURS, SHAPES, SIZES, coverage, render,
+                    sample_scene, shape_difference)
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,13 @@ class TrainConfig:
     vae_lr: float = 3e-3
     vae_latent_noise: float = 0.1  # decoder sees mu + this * latent_std * N(0, 1)
     vae_moment_weight: float = 0.1
+    # Mask code (wan_core.demo.mask_code): the first vae_mask_channels latent channels learn the objects' coverage
+    # of their sub-blocks (16: 4 px sub-blocks), the same for every colour, weight vae_mask_weight; a share
+    # vae_mask_blur_share of the decoder's inputs has the other channels blurred, so the decoder takes the outline
+    # from the code. 0 = off (the shipped VAE).
+    vae_mask_channels: int = 0
+    vae_mask_weight: float = 1.0
+    vae_mask_blur_share: float = 0.5
     t5: T5Spec = T5Spec()
     # dim must be at least the 192 values of a 1x2x2 patch of 48 channels: with dim 128 the patch embedding and the
     # head squeeze each token through 128 numbers, so a third of the noise can never be predicted (measured: the
@@ -271,10 +279,18 @@ def train_demo_tokenizer(cfg: TrainConfig) -> SpieceTokenizer:
 # --- VAE ----------------------------------------------------------------------------------------------------------------
 def _vae_batch(cfg: TrainConfig, rng: random.Random) -> torch.Tensor:
     """[B, 3, vae_frames, crop, crop] in -1..1: random windows of training clips, cropped around an object."""
-    out = []
+    return _vae_crops(cfg, rng)[0]
+
+
+def _vae_crops(cfg: TrainConfig, rng: random.Random) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`_vae_batch` and, with the mask code on, the objects' coverage of the same crops [B, 1, vae_frames, crop,
+    crop] (0..1; None when off). The same random draws either way."""
+    out, masks = [], []
     for _ in range(cfg.vae_batch):
         scene = sample_scene(rng.randrange(1 << 30))
         frames = render(scene)  # [T, H, W, 3]
+        if cfg.vae_mask_channels:
+            frames = torch.cat([frames, coverage(scene)[..., None]], dim=-1)  # cropped together, split below
         t0 = rng.randrange(scene.frames - cfg.vae_frames + 1)
         clip = frames[t0:t0 + cfg.vae_frames]
         c = cfg.vae_crop
@@ -284,8 +300,8 @@ def _vae_batch(cfg: TrainConfig, rng: random.Random) -> torch.Tensor:
         x0 = int(min(max(cx - c / 2, 0), scene.width - c))
         y0 = int(min(max(cy - c / 2, 0), scene.height - c))
         out.append(clip[:, y0:y0 + c, x0:x0 + c])
-    video = torch.stack(out)  # [B, T, c, c, 3]
-    return rearrange(video, "b t h w c -> b c t h w") * 2 - 1
+    video = rearrange(torch.stack(out), "b t h w c -> b c t h w")  # [B, 3 (+ 1), T, c, c]
+    return video[:, :3] * 2 - 1, (video[:, 3:] if cfg.vae_mask_channels else None)
 
 
 def _latent_stats(like: torch.Tensor):
@@ -312,15 +328,23 @@ def vae_decode_train(vae: WanVAE, z: torch.Tensor) -> torch.Tensor:
 
 
 def vae_losses(vae: WanVAE, video: torch.Tensor, cfg: TrainConfig, gen: torch.Generator,
-               temporal_weight: float = 0.0) -> dict[str, torch.Tensor]:
+               temporal_weight: float = 0.0, alpha: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Reconstruction (objects weighted x5) + moment matching of normalise(mu) to N(0, 1) per channel, and with
     temporal_weight > 0 a temporal term: the change of the reconstruction error from one frame to the next. The
     causal decoder makes each latent frame's four pixel frames in one piece, so its error jumps where one latent
     frame hands over to the next (measured on the shipped VAE: the warping error of those frame pairs is 2-4x that
-    of the others); an error that stays the same from frame to frame is not seen as flicker."""
+    of the others); an error that stays the same from frame to frame is not seen as flicker. With the mask code on
+    (cfg.vae_mask_channels; `alpha` = the objects' coverage of `video`) a mask term trains the code and a share of
+    the decoder's inputs has the other channels blurred (wan_core.demo.mask_code)."""
+    mask_on = cfg.vae_mask_channels > 0
+    if mask_on and alpha is None:
+        raise ValueError(f"vae_mask_channels={cfg.vae_mask_channels} needs the objects' coverage (alpha) of the "
+                         "video; take the batch from _vae_crops")
     mu = vae_encode_train(vae, video)
     mean, std = _latent_stats(mu)
     z = mu + cfg.vae_latent_noise * std * torch.randn(mu.shape, generator=gen).to(mu)
+    if mask_on:
+        z = blur_rest(z, cfg.vae_mask_channels, cfg.vae_mask_blur_share, gen)
     rec = vae_decode_train(vae, z)
     frames = rearrange(video, "b c t h w -> (b t) h w c")
     weight = 1 + 4 * rearrange(row_foreground((frames + 1) / 2), "(b t) h w -> b 1 t h w", b=video.shape[0]).float()
@@ -331,6 +355,9 @@ def vae_losses(vae: WanVAE, video: torch.Tensor, cfg: TrainConfig, gen: torch.Ge
     s = n.std(dim=(0, 2, 3, 4))
     moment = m.pow(2).mean() + (s - 1).pow(2).mean()
     out = {"loss": recon + cfg.vae_moment_weight * moment, "recon": recon, "moment": moment}
+    if mask_on:
+        out["mask"] = mask_loss(n, alpha, cfg.vae_mask_channels)
+        out["loss"] = out["loss"] + cfg.vae_mask_weight * out["mask"]
     if temporal_weight > 0 and err.shape[2] > 1:
         step_err = err[:, :, 1:] - err[:, :, :-1]  # [B, 3, T - 1, H, W]
         pair_w = torch.maximum(weight[:, :, 1:], weight[:, :, :-1])
@@ -347,6 +374,8 @@ def train_vae(cfg: TrainConfig, minutes: float | None = None, *, vae: WanVAE | N
     (vae_losses), against the flicker where one latent frame hands over to the next. `vae` resumes from a saved
     VAE; phases 2 and 3 leave the latents unchanged, so they can run after the DiT is trained."""
     torch.manual_seed(cfg.seed)
+    if cfg.vae_mask_channels:
+        check_channels(cfg.vae_mask_channels, cfg.vae.z_dim)
     vae = (vae or WanVAE(cfg.vae)).train()
     plan = {0: (cfg.vae_steps, cfg.vae_frames), 1: (cfg.vae_long_steps, cfg.vae_long_frames),
             2: (cfg.vae_decoder_steps, cfg.vae_long_frames), 3: (cfg.vae_temporal_steps, cfg.vae_long_frames)}
@@ -366,8 +395,9 @@ def train_vae(cfg: TrainConfig, minutes: float | None = None, *, vae: WanVAE | N
         while not clock.done(step):
             for g in opt.param_groups:
                 g["lr"] = cfg.vae_lr * (1.0 if phase == 0 else 0.5) * _lr(step, clock.plan(step), cfg.warmup)
-            losses = vae_losses(vae, _vae_batch(pcfg, rng), pcfg, gen,
-                                temporal_weight=cfg.vae_temporal_weight if phase == 3 else 0.0)
+            video, alpha = _vae_crops(pcfg, rng)
+            losses = vae_losses(vae, video, pcfg, gen, temporal_weight=cfg.vae_temporal_weight if phase == 3 else 0.0,
+                                alpha=alpha)
             opt.zero_grad(set_to_none=True)
             losses["loss"].backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)

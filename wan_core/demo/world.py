@@ -238,6 +238,17 @@ def render(scene: Scene) -> torch.Tensor:
     return frames.clamp(0.0, 1.0)
 
 
+def coverage(scene: Scene) -> torch.Tensor:
+    """[T, H, W] in 0..1: how much of each pixel the scene's objects cover (their anti-aliased union), the mask
+    `render` blends the colours with."""
+    short = min(scene.width, scene.height)
+    xs, ys, paths = _grid_and_paths(scene)
+    free = torch.ones(scene.frames, scene.height, scene.width)
+    for o, (cx, cy) in zip(scene.objects, paths):
+        free = free * (1 - _shape_alpha(o.shape, xs, ys, cx, cy, o.size * short))
+    return 1 - free
+
+
 def make_clip(seed: int, **kwargs) -> tuple[torch.Tensor, Scene]:
     """`render(sample_scene(seed, **kwargs))` and the scene."""
     scene = sample_scene(seed, **kwargs)
