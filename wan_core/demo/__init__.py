@@ -16,7 +16,7 @@ DEMO_FILES = {  # relative to the pack root (ComfyUI layout under models/), mirr
     "text_encoder": "models/text_encoders/wan2.2_tiny_demo_umt5.safetensors",
     "vae": "models/vae/wan2.2_tiny_demo_vae.safetensors",
 }
-DEMO_DEFAULTS = SamplingConfig(width=128, height=128, num_frames=25, fps=12, steps=20, guidance_scale=4.0,
+DEMO_DEFAULTS = SamplingConfig(width=128, height=128, num_frames=25, fps=12, steps=20, guidance_scale=3.0,
                                shift=3.0, sampler="euler")
 
 

@@ -1,13 +1,14 @@
 """Train the embedded demo model from scratch on the synthetic world (seeded; CPU; only wan_core's own classes).
 
-    # the shipped files, in this order (times in the README; at most 88.8 min in all):
-    python -m wan_core.demo.train --out models --stage vae --budget-minutes 26 --set vae_temporal_steps=0
+    # the shipped files, in this order (times in the README; 89.5 min in all):
+    python -m wan_core.demo.train --out models --stage vae --budget-minutes 26 --set vae_temporal_steps=0 \
+        --set vae_mask_channels=16
     python -m wan_core.demo.train --out models --stage dit --budget-minutes 41 --threads 2 --dit-steps 12000 \
-        --set dit_bf16=true
-    python -m wan_core.demo.train --out models --stage vae3 --budget-minutes 8.5 --threads 2
-    python -m wan_core.demo.train --out models --stage dit2 --budget-minutes 23 --threads 2 --dit-steps 9000 \
+        --set dit_bf16=true --set vae_mask_channels=16
+    python -m wan_core.demo.train --out models --stage vae3 --budget-minutes 8.5 --threads 2 --set vae_mask_channels=16
+    python -m wan_core.demo.train --out models --stage dit2 --budget-minutes 28 --threads 2 --dit-steps 9000 \
         --set dit_bf16=true --set shape_swap_share_round2=1.0 --set frame_crop_share_round2=0.5 \
-        --set dit_ema_round2=0.999
+        --set dit_ema_round2=0.999 --set vae_mask_channels=16
 
 Stages (each resumable from the files of the previous one in --out):
 1. tokenizer: sentencepiece (unigram, character_coverage 1.0) on EN+ZH captions, stored as `spiece_model`.
@@ -96,7 +97,8 @@ class TrainConfig:
     # Mask code (wan_core.demo.mask_code): the first vae_mask_channels latent channels learn the objects' coverage
     # of their sub-blocks (16: 4 px sub-blocks), the same for every colour, weight vae_mask_weight; a share
     # vae_mask_blur_share of the decoder's inputs has the other channels blurred, so the decoder takes the outline
-    # from the code. 0 = off (the shipped VAE).
+    # from the code. 0 = off; the shipped VAE uses 16 (shapes rose from near chance to about 90%;
+    # docs/demo_experiments.md).
     vae_mask_channels: int = 0
     vae_mask_weight: float = 1.0
     vae_mask_blur_share: float = 0.5
