@@ -8,7 +8,7 @@ import torch
 from tests._temporal_synth import one_thread
 from wan_core.demo.mask_code import MASK_MEAN, MASK_STD, blur_rest, check_channels, mask_target
 from wan_core.demo.train import TrainConfig, _vae_batch, _vae_crops, vae_losses
-from wan_core.demo.world import BACKGROUND_COLOURS, OBJECT_COLOURS, background_image, coverage, render, sample_scene
+from wan_core.demo.world import OBJECT_COLOURS, background_image, coverage, render, sample_scene
 from wan_core.vae import WanVAE
 
 single_thread = pytest.fixture(scope="module", autouse=True)(one_thread)

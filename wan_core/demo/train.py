@@ -52,9 +52,9 @@ from ..vae import VAEConfig, WanVAE
 from .captions import LANGS, caption, corpus
 from .compact_text import compact_text
 from .ema import WeightEMA
-from .mask_code import blur_rest, check_channels, mask_loss
 from .evaluate import foreground, row_foreground
 from .export import MODEL_FILES, load_stage, save_dit, save_text_encoder, save_vae
+from .mask_code import blur_rest, check_channels, mask_loss
 from .world import (BACKGROUND_COLOURS, HELD_OUT, MOTIONS, OBJECT_COLOURS, SHAPES, SIZES, coverage, render,
                     sample_scene, shape_difference)
 
@@ -287,7 +287,7 @@ def _vae_batch(cfg: TrainConfig, rng: random.Random) -> torch.Tensor:
 def _vae_crops(cfg: TrainConfig, rng: random.Random) -> tuple[torch.Tensor, torch.Tensor | None]:
     """`_vae_batch` and, with the mask code on, the objects' coverage of the same crops [B, 1, vae_frames, crop,
     crop] (0..1; None when off). The same random draws either way."""
-    out, masks = [], []
+    out = []
     for _ in range(cfg.vae_batch):
         scene = sample_scene(rng.randrange(1 << 30))
         frames = render(scene)  # [T, H, W, 3]
