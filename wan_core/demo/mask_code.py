@@ -35,6 +35,11 @@ def check_channels(channels: int, z_dim: int) -> int:
     return side
 
 
+def chunk_slices(latent_frames: int) -> list[slice]:
+    """The video frames each latent frame of the causal VAE encodes: frame 0 alone, then 4k - 3 .. 4k."""
+    return [slice(0, 1)] + [slice(4 * k - 3, 4 * k + 1) for k in range(1, latent_frames)]
+
+
 def mask_target(alpha: torch.Tensor, channels: int) -> torch.Tensor:
     """Coverage video [B, 1, 1 + 4k, H, W] (0..1) -> the code [B, channels, 1 + k, H / 16, W / 16] (normalised).
 
@@ -43,7 +48,7 @@ def mask_target(alpha: torch.Tensor, channels: int) -> torch.Tensor:
     frames = alpha.shape[2]
     if (frames - 1) % 4:
         raise ValueError(f"mask_target: {frames} frames; the causal VAE takes 1 + 4k frames")
-    chunks = [alpha[:, :, :1]] + [alpha[:, :, j:j + 4].mean(dim=2, keepdim=True) for j in range(1, frames, 4)]
+    chunks = [alpha[:, :, s].mean(dim=2, keepdim=True) for s in chunk_slices(1 + (frames - 1) // 4)]
     per_frame = torch.cat(chunks, dim=2)  # [B, 1, T', H, W]
     sub = STRIDE // side
     blocks = F.avg_pool3d(per_frame, kernel_size=(1, sub, sub))  # [B, 1, T', H / sub, W / sub]

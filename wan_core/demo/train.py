@@ -54,7 +54,7 @@ from .compact_text import compact_text
 from .ema import WeightEMA
 from .evaluate import foreground, row_foreground
 from .export import MODEL_FILES, load_stage, save_dit, save_text_encoder, save_vae
-from .mask_code import blur_rest, check_channels, mask_loss
+from .mask_code import blur_rest, check_channels, chunk_slices, mask_loss
 from .world import (BACKGROUND_COLOURS, HELD_OUT, MOTIONS, OBJECT_COLOURS, SHAPES, SIZES, coverage, render,
                     sample_scene, shape_difference)
 
@@ -159,8 +159,8 @@ class TrainConfig:
     # A share of the captioned single-object rows see a latent blended towards the same clip drawn with another
     # shape, x_in = x0 + lam * (x_alt - x0), lam ~ U(0, 1), at sigma >= shape_swap_min_sigma, while the target still
     # lands on x0: the caption, not the noisy latent, decides the shape. 0 = off; --stage dit2 uses *_round2.
-    # The shipped second round uses share 1 (7 latent / 10 caption after it; shapes still near chance;
-    # docs/demo_experiments.md).
+    # The shipped second round uses share 1 (before the mask code: 7 latent / 10 caption after it, shapes still near
+    # chance; docs/demo_experiments.md).
     shape_swap_share: float = 0.0
     shape_swap_share_round2: float = 0.0
     shape_swap_min_sigma: float = 0.4
@@ -195,16 +195,16 @@ class TrainConfig:
     # with frame_crop_batch rows instead of dit_batch. A one-frame row has a seventh of a 16:9 clip's tokens; measured
     # here (2 threads, bf16, forward + backward + AdamW): 8 clips 0.37 s, 32 first frames 0.41 s, 48 first frames
     # 0.81 s. So a crop step shows 4x the rows (each with a shape) for about the time of a clip step. 0 = off;
-    # --stage dit2 uses frame_crop_share_round2. The shipped second round uses 0.5: colour, motion and EN/ZH agreement
-    # rose, shapes did not (docs/demo_experiments.md).
+    # --stage dit2 uses frame_crop_share_round2. The shipped second round uses 0.5 (before the mask code colour, motion
+    # and EN/ZH agreement rose with it, shapes did not; docs/demo_experiments.md).
     frame_crop_share: float = 0.0
     frame_crop_share_round2: float = 0.0
     frame_crop_frames: int = 1
     frame_crop_batch: int = 32
     # Weight average: the DiT and umT5 files hold an exponential moving average of the round's weights with this
     # decay (WeightEMA; the decay ramps up over the first steps) instead of its last weights. 0 = off (the last
-    # weights; the shipped first round); --stage dit2 uses dit_ema_round2 (0.999 in the shipped second round: EN/ZH
-    # agreement rose, shapes did not; docs/demo_experiments.md).
+    # weights; the shipped first round); --stage dit2 uses dit_ema_round2 (0.999 in the shipped second round; before the
+    # mask code EN/ZH agreement rose with it, shapes did not; docs/demo_experiments.md).
     dit_ema: float = 0.0
     dit_ema_round2: float = 0.0
     warmup: int = 50
@@ -334,7 +334,7 @@ def vae_losses(vae: WanVAE, video: torch.Tensor, cfg: TrainConfig, gen: torch.Ge
     """Reconstruction (objects weighted x5) + moment matching of normalise(mu) to N(0, 1) per channel, and with
     temporal_weight > 0 a temporal term: the change of the reconstruction error from one frame to the next. The
     causal decoder makes each latent frame's four pixel frames in one piece, so its error jumps where one latent
-    frame hands over to the next (measured on the shipped VAE: the warping error of those frame pairs is 2-4x that
+    frame hands over to the next (measured on an earlier VAE: the warping error of those frame pairs is 2-4x that
     of the others); an error that stays the same from frame to frame is not seen as flicker. With the mask code on
     (cfg.vae_mask_channels; `alpha` = the objects' coverage of `video`) a mask term trains the code and a share of
     the decoder's inputs has the other channels blurred (wan_core.demo.mask_code)."""
@@ -519,8 +519,7 @@ def latent_footprint(mask: torch.Tensor, latent_shape) -> torch.Tensor:
     16x16 footprint."""
     tl, h, w = latent_shape
     mask = mask.float()
-    groups = [mask[:1]] + [mask[4 * k - 3:4 * k + 1] for k in range(1, tl)]
-    per_frame = torch.stack([g.amax(dim=0) for g in groups])  # [T', H, W]
+    per_frame = torch.stack([mask[s].amax(dim=0) for s in chunk_slices(tl)])  # [T', H, W]
     return F.adaptive_avg_pool2d(per_frame[:, None], (h, w))[:, 0]
 
 

@@ -14,8 +14,8 @@ ignored. Also printed: where the true-caption prediction lies between the change
     position(s) = <x0_hat(true word) - z(changed), z(true) - z(changed)> / |d|^2
                 = 1 - <x0_hat(true word) - z, d> / |d|^2
 
-(the shipped model's shapes: 0.66 at sigma 0.9, near the half-way blob a DiT unsure of the shape predicts), with
-|d|^2 (how big the attribute is in the latent) and the DiT's x0 error |x0_hat - z|^2:
+(the model before the mask code, shapes: 0.66 at sigma 0.9, near the half-way blob a DiT unsure of the shape
+predicts), with |d|^2 (how big the attribute is in the latent) and the DiT's x0 error |x0_hat - z|^2:
 
     python -m wan_core.demo.word_response --seeds 2
 """
