@@ -1,28 +1,22 @@
-"""Contract tests against a real ComfyUI server (headless, CPU). Needs COMFYUI_PATH (a ComfyUI checkout whose
-requirements are importable); skipped visibly otherwise. COMFYUI_EXTRA_PYTHONPATH is prepended to the server's
-PYTHONPATH (e.g. a folder with stand-ins for packages the test machine lacks).
+"""Contract tests against a real ComfyUI server (headless, CPU). Needs COMFYUI_PATH (a ComfyUI checkout);
+skipped visibly otherwise. COMFYUI_PYTHON (the server's Python, e.g. ComfyUI's own venv) and COMFYUI_EXTRA_PYTHONPATH
+(prepended to the server's PYTHONPATH, e.g. stand-ins for packages the machine lacks) are optional; see
+tests/comfy_server.py.
 
 The pack is symlinked into <base>/custom_nodes, tiny models go under the shipped workflow's file names, and a
 full-size random Wan2.2 VAE is written for the native-node interop checks (about 1.4 GB on disk, ~3 GB RAM), plus
 a tiny DiT that ComfyUI's own Wan code loads (UNETLoader) and a tiny umT5 with 4096-wide output for native KSampler.
 """
 import json
-import os
-import shutil
-import socket
-import subprocess
 import sys
-import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-COMFY = os.environ.get("COMFYUI_PATH")
-pytestmark = [pytest.mark.comfyui,
-              pytest.mark.skipif(not COMFY, reason="COMFYUI_PATH is not set: no ComfyUI checkout to test against")]
+from tests.comfy_server import COMFY, ROOT, SKIP_REASON, comfy_server, get_json, make_base, place_tiny_models
+
+pytestmark = [pytest.mark.comfyui, pytest.mark.skipif(not COMFY, reason=SKIP_REASON)]
 sys.path.insert(0, str(ROOT / "workflows"))
 import client  # noqa: E402
 from wan_core.config import WanConfig  # noqa: E402
@@ -36,13 +30,7 @@ T5_4096 = "tiny_umt5_4096.safetensors"  # tiny umT5 with the real 4096-wide outp
 SMALL = ["size=custom", "width=72", "height=40", "frames=9", "steps=3"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _write_full_random_vae(path: Path) -> None:
+def _write_full_random_vae(path) -> None:
     from safetensors.torch import save_file
 
     from wan_core.vae import VAEConfig, WanVAE
@@ -59,52 +47,13 @@ def comfy(tmp_path_factory):
     from tests.tiny_models import tiny_dit_state_dict, tiny_t5_state_dict, write, write_comfy_layout
 
     base = tmp_path_factory.mktemp("comfy_base")
-    (base / "custom_nodes").mkdir()
-    (base / "custom_nodes" / "ComfyUI-WanT2V").symlink_to(ROOT, target_is_directory=True)
-    tiny = write_comfy_layout(tmp_path_factory.mktemp("tiny"))
-    models = base / "models"
-    for node in json.loads(API.read_text()).values():
-        if name := node["inputs"].get("model_name"):
-            folder = {"WanT2VModelLoader": "diffusion_models", "WanT2VTextEncoderLoader": "text_encoders",
-                      "WanT2VVAELoader": "vae"}[node["class_type"]]
-            (models / folder).mkdir(parents=True, exist_ok=True)
-            shutil.copy(next((tiny / folder).glob("*.safetensors")), models / folder / name)
+    models = make_base(base)
+    place_tiny_models(models, write_comfy_layout(tmp_path_factory.mktemp("tiny")), [API])
     _write_full_random_vae(models / "vae" / NATIVE_VAE)
     write(tiny_dit_state_dict(NATIVE_DIT_CFG), models / "diffusion_models" / NATIVE_DIT, sidecar=False)
     write(tiny_t5_state_dict(text_dim=4096), models / "text_encoders" / T5_4096, sidecar=False)
-    port = _free_port()
-    env = dict(os.environ)
-    if extra := os.environ.get("COMFYUI_EXTRA_PYTHONPATH"):
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [extra, env.get("PYTHONPATH")]))
-    (base / "frontend").mkdir()
-    log = open(base / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
-                             "--disable-auto-launch", "--base-directory", str(base), "--front-end-root",
-                             str(base / "frontend"), "--database-url", "sqlite:///:memory:", "--disable-api-nodes",
-                             "--use-pytorch-cross-attention", "--preview-method", "auto"],
-                            cwd=COMFY, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(180):
-            if proc.poll() is not None:
-                pytest.fail(f"ComfyUI exited ({proc.returncode}); log: {(base / 'server.log').read_text()[-3000:]}")
-            try:
-                urllib.request.urlopen(url + "/system_stats", timeout=2)
-                break
-            except OSError:
-                time.sleep(1)
-        else:
-            pytest.fail("ComfyUI did not answer /system_stats within 180 s")
+    with comfy_server(base, extra_args=("--use-pytorch-cross-attention", "--preview-method", "auto")) as url:
         yield url, base
-    finally:
-        proc.terminate()
-        proc.wait(30)
-        log.close()
-
-
-def _get(url: str):
-    with urllib.request.urlopen(url, timeout=60) as resp:
-        return json.loads(resp.read())
 
 
 def _small_graph(*extra: str) -> dict:
@@ -140,7 +89,7 @@ def test_object_info_lists_every_node_with_tooltips(comfy):
     from nodes import NODE_CLASS_MAPPINGS
 
     url, _ = comfy
-    info = _get(url + "/object_info")
+    info = get_json(url + "/object_info")
     for name in NODE_CLASS_MAPPINGS:
         node = info[name]
         assert node["category"] == "WanT2V" and node["description"]
@@ -150,7 +99,7 @@ def test_object_info_lists_every_node_with_tooltips(comfy):
                 assert spec[1].get("tooltip"), f"{name}.{inp}"
         assert len(node["output_tooltips"]) == len(node["output"])
     assert "wan2.2_ti2v_5B_fp16.safetensors" in info["WanT2VModelLoader"]["input"]["required"]["model_name"][0]
-    templates = _get(url + "/workflow_templates")["ComfyUI-WanT2V"]
+    templates = get_json(url + "/workflow_templates")["ComfyUI-WanT2V"]
     assert sorted(templates) == sorted(p.stem for p in UI.parent.glob("*.json"))  # api/ files are not templates
 
 
@@ -159,7 +108,7 @@ def test_pack_models_folder_is_registered(comfy):
     if not shipped.is_dir():
         pytest.skip("the pack ships no models/diffusion_models folder yet")
     url, _ = comfy
-    listed = _get(url + "/models/diffusion_models")
+    listed = get_json(url + "/models/diffusion_models")
     assert {p.name for p in shipped.glob("*.safetensors")} <= set(listed)
 
 

@@ -1,5 +1,6 @@
 """Shipped workflows: API format executed in-process (links resolved, ComfyUI-style input validation) on tiny models;
-UI format checked against the node definitions (types, widget order and types, links)."""
+UI format checked against the node definitions (types, widget order and types, links), and its stored layout and
+titles against tests/workflow_layout.py (the real frontend's view is tests/test_frontend_contract.py)."""
 import inspect
 import json
 import shutil
@@ -8,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from nodes import NODE_CLASS_MAPPINGS
+from nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 from nodes.host import StandaloneHost, set_host
 from tests.tiny_models import write_comfy_layout
+from tests.workflow_layout import BADGE_H, TITLE_H, overlaps, title_problems
 from wan_core.video import read_video
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -169,3 +171,28 @@ def test_ui_and_api_formats_agree(path):
         widgets = [v for v in node["inputs"].values() if not isinstance(v, list)]
         ui_values = [v for v in ui[node_id]["widgets_values"] if v not in ("randomize", "fixed")]
         assert widgets == ui_values, f"node {node_id}: API and UI widget values differ"
+        title = ui[node_id].get("title") or NODE_DISPLAY_NAME_MAPPINGS[node["class_type"]]
+        assert node["_meta"]["title"] == title, f"node {node_id}: API title differs from the UI's (client --set keys)"
+
+
+def _stored_nodes(path: Path) -> list[dict]:
+    """The UI graph's nodes with the box its stored pos and size give (title bar and the pack's badge above pos)."""
+    nodes = []
+    for n in json.loads(path.read_text())["nodes"]:
+        above = TITLE_H + (BADGE_H if n["type"] in NODE_CLASS_MAPPINGS else 0)
+        (x, y), (w, h) = n["pos"], n["size"]
+        nodes.append({"id": n["id"], "type": n["type"], "box": [x, y - above, w, h + above],
+                      "title": n.get("title") or NODE_DISPLAY_NAME_MAPPINGS.get(n["type"], n["type"])})
+    return nodes
+
+
+@pytest.mark.parametrize("path", UI_FILES, ids=lambda p: p.name)
+def test_ui_workflow_stored_layout_has_no_overlaps(path):
+    found = overlaps(_stored_nodes(path))
+    assert not found, "overlapping nodes (move one in the workflow's 'pos'):\n" + "\n".join(found)
+
+
+@pytest.mark.parametrize("path", UI_FILES, ids=lambda p: p.name)
+def test_ui_workflow_titles_name_what_each_node_does(path):
+    problems = title_problems(_stored_nodes(path))
+    assert not problems, "titles breaking the rule in tests/workflow_layout.py:\n" + "\n".join(problems)
