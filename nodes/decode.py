@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 
+from wan_core.guard import check_finite
 from wan_core.latent_init import latent_crop, video_to_images
 from .host import get_host
 
@@ -12,7 +13,7 @@ log = logging.getLogger(__name__)
 class WanT2VDecode:
     DESCRIPTION = ("Decodes a Wan2.2 latent to frames, one latent frame at a time with the causal cache. Tiling "
                    "splits each frame spatially (less memory); it switches on automatically after an out-of-memory "
-                   "error. The padding added by WanT2V Latent Init is cropped off.")
+                   "error. The padding added by WanT2V Latent Init is cropped off. NaN/Inf output stops with an error.")
     CATEGORY = "WanT2V"
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("frames",)
@@ -38,5 +39,6 @@ class WanT2VDecode:
         progress = host.progress_callback()
         video = (model.decode(z, tile=tile, tile_overlap=min(4, tile_size // 2), callback=progress) if tile
                  else model.decode_auto(z, callback=progress))
+        check_finite(video, "in the VAE decode output", "decode", param.dtype)  # NaN would save as black frames
         images = video_to_images(video, latent_crop(latent))  # [B, 3, T, H, W] -1..1 -> [B*T, h, w, 3] 0..1
         return (images.to(host.intermediate_device()),)

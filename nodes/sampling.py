@@ -56,7 +56,8 @@ _INPUTS = {"required": {
 class WanT2VSampler:
     DESCRIPTION = ("Generates the video latent: flow matching with classifier-free guidance (official defaults: "
                    "UniPC, 50 steps, cfg 5, shift 5; 20-30 steps is a faster preset). Accepts native LATENT and "
-                   "CONDITIONING. Reproducible per seed on any device.")
+                   "CONDITIONING. Reproducible per seed on any device. Stops with an error naming the step if the latent "
+                   "turns NaN/Inf (damaged weights, fp16 overflow), instead of a black video.")
     CATEGORY = "WanT2V"
     RETURN_TYPES = ("LATENT",)
     RETURN_NAMES = ("latent",)

@@ -1,6 +1,7 @@
 """wan_core: the Wan2.2 TI2V-5B text-to-video engine in pure PyTorch (no ComfyUI imports, never picks a device).
 
-Public API (stable): WanT2VPipeline, load_dit, load_vae, load_text_encoder, WanConfig, PRESETS, SamplingConfig.
+Public API (stable): WanT2VPipeline, load_dit, load_vae, load_text_encoder, WanConfig, PRESETS, SamplingConfig,
+NonFiniteError.
 Heavy modules are imported on first use, so `import wan_core` stays cheap.
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ _LAZY = {
     "WanTransformer": "model",
     "WanVAE": "vae",
     "WanTextEncoder": "text_encoder",
+    "NonFiniteError": "guard",
 }
 
 __all__ = ["PRESETS", "SamplingConfig", "WanConfig", *_LAZY]

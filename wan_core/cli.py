@@ -9,7 +9,6 @@ import json
 import logging
 import sys
 import time
-from pathlib import Path
 
 from .config import SamplingConfig
 from .geometry import validate_request
@@ -26,11 +25,13 @@ def _add_generate(sub):
                              ("frames", int, "4k+1"), ("fps", float, ""), ("steps", int, ""),
                              ("cfg", float, "guidance scale; 1 disables CFG"), ("shift", float, "flow shift")):
         p.add_argument(f"--{name}", type=kind, default=None,
-                       help=f"{hint + '; ' if hint else ''}default: the model's preset (official: "
-                            f"{_official_default(name)})")
+                       help=f"{hint + '; ' if hint else ''}default: the DiT file's own (its metadata), else the "
+                            f"official {_official_default(name)}")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--sampler", default=None, choices=["unipc", "euler", "dpm++2m"])
-    p.add_argument("--schedule", default="official", choices=["official", "diffusers"])
+    p.add_argument("--sampler", default=None, choices=["unipc", "euler", "dpm++2m"],
+                   help=f"default: the DiT file's own, else the official {SamplingConfig.sampler}")
+    p.add_argument("--schedule", default=None, choices=["official", "diffusers"],
+                   help=f"default: the DiT file's own, else {SamplingConfig.schedule}")
     p.add_argument("--device", default="auto", help="auto (cuda if available, else cpu), cpu, cuda, cuda:1, mps ...")
     p.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16"],
                    help="DiT/text-encoder weight dtype (default: as stored on GPUs, fp32 on the CPU; the VAE runs "
@@ -55,10 +56,21 @@ def _add_generate(sub):
     p.set_defaults(func=cmd_generate)
 
 
+FLAG_FIELDS = {"width": "width", "height": "height", "frames": "num_frames", "fps": "fps", "steps": "steps",
+               "cfg": "guidance_scale", "shift": "shift", "sampler": "sampler", "schedule": "schedule"}
+EXIT_USAGE, EXIT_NONFINITE = 2, 3  # a bad request or file; NaN/Inf while sampling or decoding
+
+
 def _official_default(name):
-    return {"width": SamplingConfig.width, "height": SamplingConfig.height, "frames": SamplingConfig.num_frames,
-            "fps": SamplingConfig.fps, "steps": SamplingConfig.steps, "cfg": SamplingConfig.guidance_scale,
-            "shift": SamplingConfig.shift}[name]
+    return getattr(SamplingConfig, FLAG_FIELDS[name])
+
+
+def resolve_settings(args, defaults: SamplingConfig, source: str) -> tuple[SamplingConfig, str]:
+    """The model's defaults overridden by the given flags -> (settings, the one line saying where they came from)."""
+    given = {flag: getattr(args, flag) for flag in FLAG_FIELDS if getattr(args, flag) is not None}
+    settings = defaults.merged(**{FLAG_FIELDS[flag]: v for flag, v in given.items()})
+    override = f"; overridden by {', '.join('--' + f for f in given)}" if given else "; flags override"
+    return settings, f"defaults: {defaults.summary()} ({source}){override}"
 
 
 def _unit_float(text: str) -> float:
@@ -84,40 +96,46 @@ def cmd_generate(args) -> int:
     import torch
     from tqdm import tqdm
 
+    from .guard import NonFiniteError
     from .pipeline import WanT2VPipeline
     from .video import write_mp4
 
+    from .loading import sampling_defaults
+    from .model_files import resolve_inputs
+
     start = time.perf_counter()
     use_demo = not (args.model_dir or args.dit or args.vae or args.text_encoder)
-    if use_demo:
-        from .demo import DEMO_DEFAULTS as defaults
-    else:
-        defaults = SamplingConfig()
-    value = lambda name, field: getattr(args, name) if getattr(args, name) is not None else getattr(defaults, field)
-    settings = dict(width=value("width", "width"), height=value("height", "height"),
-                    num_frames=value("frames", "num_frames"), num_inference_steps=value("steps", "steps"),
-                    guidance_scale=value("cfg", "guidance_scale"), shift=value("shift", "shift"),
-                    sampler=value("sampler", "sampler"), schedule=args.schedule, seed=args.seed)
-    fps = value("fps", "fps")
+    files = resolve_inputs(args.model_dir, dit=args.dit, vae=args.vae, text_encoder=args.text_encoder,
+                           tokenizer=args.tokenizer)
+    s, line = resolve_settings(args, *sampling_defaults(files.dit))
+    settings = dict(width=s.width, height=s.height, num_frames=s.num_frames, num_inference_steps=s.steps,
+                    guidance_scale=s.guidance_scale, shift=s.shift, sampler=s.sampler, schedule=s.schedule,
+                    seed=args.seed)
+    fps = s.fps
     temporal = None
     if args.temporal:
         from .temporal.options import TemporalOptions
 
         temporal = TemporalOptions.parse(args.temporal)
-    validate_request(settings["width"], settings["height"], settings["num_frames"])  # fail before loading models
+    validate_request(s.width, s.height, s.num_frames)  # fail before loading models
+    print(line, flush=True)
     device = pick_device(args.device)
     dtype = {None: None, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
     on_cpu = device.type == "cpu"
     if dtype is None and (use_demo or on_cpu):
         dtype = torch.float32  # half-precision matmuls and convs are slow (or missing) on CPUs
-    pipe = WanT2VPipeline.from_pretrained(args.model_dir, dit=args.dit, vae=args.vae, text_encoder=args.text_encoder,
-                                          tokenizer=args.tokenizer, device=device, dtype=dtype,
+    pipe = WanT2VPipeline.from_pretrained(dit=files.dit, vae=files.vae, text_encoder=files.text_encoder,
+                                          tokenizer=files.tokenizer, device=device, dtype=dtype,
                                           vae_dtype=torch.float32 if on_cpu else None, offload=args.offload,
                                           verify=not args.no_verify)
     bar = tqdm(total=settings["num_inference_steps"], desc="sampling", unit="step", disable=None)
-    frames = pipe(args.prompt, args.negative_prompt, callback=lambda d: bar.update(1), temporal=temporal,
-                  deflicker=args.deflicker, **settings)
-    bar.close()
+    try:
+        frames = pipe(args.prompt, args.negative_prompt, callback=lambda d: bar.update(1), temporal=temporal,
+                      deflicker=args.deflicker, **settings)
+    except NonFiniteError as e:
+        raise NonFiniteError(f"{e} No file was written. The files used: DiT {files.dit}, VAE {files.vae}.") from None
+    finally:
+        bar.close()
     if args.interpolate > 1:
         from .temporal.interpolate import interpolate_frames
 
@@ -141,10 +159,22 @@ def cmd_info(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from .tools import verify
+    from .integrity import IntegrityError
+    from .tools import scan_report, verify
 
-    print(f"{verify(args.file, args.sha256)}  {args.file}: OK")
-    return 0
+    if not args.scan:
+        print(f"{verify(args.file, args.sha256)}  {args.file}: OK")
+        return 0
+    code = 0
+    try:  # with --scan a missing sidecar is no error, and a mismatch does not stop the scan
+        digest = verify(args.file, args.sha256, require=False)
+        print(f"{digest}  {args.file}: OK" if digest else f"{args.file}: no .sha256 sidecar or --sha256, hash not checked")
+    except IntegrityError as e:
+        print(f"error: {e}", file=sys.stderr)
+        code = EXIT_USAGE
+    lines, bad = scan_report(args.file)
+    print("\n".join(lines))
+    return EXIT_NONFINITE if bad else code
 
 
 def cmd_convert(args) -> int:
@@ -163,9 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="kind, format, config, dtypes and parameter count of a model file")
     p.add_argument("file")
     p.set_defaults(func=cmd_info)
-    p = sub.add_parser("verify", help="check a file against its .sha256 sidecar or a given hash")
+    p = sub.add_parser("verify", help="check a file against its .sha256 sidecar or a given hash; --scan: NaN/Inf")
     p.add_argument("file")
     p.add_argument("--sha256", default=None, help="expected hex digest (default: the <file>.sha256 sidecar)")
+    p.add_argument("--scan", action="store_true",
+                   help="also read every tensor and list those holding NaN/Inf (exit code 3 if any); without a "
+                        "sidecar the hash check is skipped")
     p.set_defaults(func=cmd_verify)
     p = sub.add_parser("convert", help="convert a pickled checkpoint (.pth/.pt/.ckpt/.bin) to .safetensors")
     p.add_argument("src")
@@ -178,13 +211,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from .guard import NonFiniteError  # imports torch: after parsing, so --help stays fast
+
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, OSError) as e:  # user-facing errors: message only, no traceback
+    except (ValueError, FileNotFoundError, OSError, NonFiniteError) as e:  # user-facing: message only, no traceback
         if args.verbose:
             raise
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_NONFINITE if isinstance(e, NonFiniteError) else EXIT_USAGE
 
 
 if __name__ == "__main__":

@@ -5,8 +5,9 @@ and `check_preset` fails loudly when a named preset disagrees with it.
 """
 from __future__ import annotations
 
+import json
 import re
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Mapping
 
 import torch
@@ -67,6 +68,63 @@ class SamplingConfig:
     shift: float = 5.0
     sampler: str = "unipc"
     schedule: str = "official"  # or "diffusers"
+
+    def merged(self, **given) -> "SamplingConfig":
+        """A copy with every given value that is not None (explicit arguments and flags override the defaults)."""
+        return replace(self, **{k: v for k, v in given.items() if v is not None})
+
+    def summary(self) -> str:
+        """One line, e.g. "128x128, 25 frames @ 12 fps, 20 euler steps, cfg 3, shift 3"."""
+        sched = "" if self.schedule == "official" else f", {self.schedule} schedule"
+        return (f"{self.width}x{self.height}, {self.num_frames} frames @ {self.fps:g} fps, {self.steps} {self.sampler} "
+                f"steps, cfg {self.guidance_scale:g}, shift {self.shift:g}{sched}")
+
+
+# A DiT file may carry the sampling defaults it was made for: JSON of SamplingConfig fields in this safetensors
+# `__metadata__` entry (the shipped demo DiT does; wan_core.demo.export writes it). Files without it get
+# SamplingConfig().
+SAMPLING_DEFAULTS_KEY = "wan_core.sampling_defaults"
+OFFICIAL_DEFAULTS = "official TI2V-5B defaults"
+_KINDS = {"width": int, "height": int, "num_frames": int, "fps": (int, float), "steps": int,
+          "guidance_scale": (int, float), "shift": (int, float), "sampler": str, "schedule": str}
+
+
+def sampling_defaults_json(cfg: SamplingConfig) -> str:
+    """The SAMPLING_DEFAULTS_KEY metadata value for cfg (every field, sorted keys)."""
+    return json.dumps(asdict(cfg), sort_keys=True)
+
+
+def parse_sampling_defaults(text: str, source: str) -> SamplingConfig:
+    """SamplingConfig from the JSON of a SAMPLING_DEFAULTS_KEY entry (missing fields: official values); raises
+    ValueError naming `source`, the bad field and the fix."""
+    from .geometry import validate_request
+    from .sampling import SAMPLERS
+
+    fix = f"fix or delete the {SAMPLING_DEFAULTS_KEY!r} metadata entry of {source}"
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        raise ValueError(f"{source}: metadata entry {SAMPLING_DEFAULTS_KEY!r} is not valid JSON ({e}); {fix}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{source}: metadata entry {SAMPLING_DEFAULTS_KEY!r} must be a JSON object of "
+                         f"{sorted(_KINDS)} (got {type(data).__name__}); {fix}")
+    if unknown := sorted(set(data) - set(_KINDS)):
+        raise ValueError(f"{source}: unknown sampling default(s) {unknown} in {SAMPLING_DEFAULTS_KEY!r}; known: "
+                         f"{sorted(_KINDS)}; {fix}")
+    for name, value in data.items():
+        if isinstance(value, bool) or not isinstance(value, _KINDS[name]):
+            raise ValueError(f"{source}: sampling default {name}={value!r} has the wrong type; {fix}")
+        if name != "guidance_scale" and not isinstance(value, str) and value <= 0:
+            raise ValueError(f"{source}: sampling default {name}={value!r} must be positive; {fix}")
+    cfg = SamplingConfig(**data)
+    if cfg.guidance_scale < 0 or cfg.sampler not in SAMPLERS or cfg.schedule not in ("official", "diffusers"):
+        raise ValueError(f"{source}: sampling defaults need guidance_scale >= 0, sampler in {sorted(SAMPLERS)} and "
+                         f"schedule official or diffusers (got {cfg}); {fix}")
+    try:
+        validate_request(cfg.width, cfg.height, cfg.num_frames)
+    except ValueError as e:
+        raise ValueError(f"{source}: the sampling defaults in its metadata are invalid: {e}; {fix}") from None
+    return cfg
 
 
 _BLOCK = re.compile(r"^blocks\.(\d+)\.")

@@ -196,6 +196,23 @@ def read_state_dict(path, *, sha256: str | None = None, verify: bool = True) -> 
     return sd, info
 
 
+def sampling_defaults(path) -> tuple["SamplingConfig", str]:
+    """The sampling defaults a DiT file carries in its metadata (headers only) -> (config, where they came from).
+
+    A file without the SAMPLING_DEFAULTS_KEY entry (e.g. the official TI2V-5B) gets SamplingConfig(); a bad entry
+    raises ValueError naming the file.
+    """
+    from .config import OFFICIAL_DEFAULTS, SAMPLING_DEFAULTS_KEY, SamplingConfig, parse_sampling_defaults
+
+    name = Path(path).name
+    metadata: dict[str, str] = {}
+    for file in resolve_files(path):
+        metadata.update(read_header(file)[1])
+    if SAMPLING_DEFAULTS_KEY not in metadata:
+        return SamplingConfig(), f"{OFFICIAL_DEFAULTS}: {name} has no {SAMPLING_DEFAULTS_KEY} metadata"
+    return parse_sampling_defaults(metadata[SAMPLING_DEFAULTS_KEY], str(path)), f"from {name} metadata"
+
+
 # --- kind and format detection (work on real, meta or any objects with a `.shape`) ----------------------------------
 _T5_BLOCK = re.compile(r"^encoder\.block\.\d+\.layer\.0\.SelfAttention\.q\.weight$")
 _T5_OFFICIAL = re.compile(r"^blocks\.\d+\.attn\.q\.weight$")

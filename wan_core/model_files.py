@@ -35,7 +35,7 @@ class ModelFiles:
     vae: Path
     text_encoder: Path
     tokenizer: Path | None = None  # tokenizer folder; None = use the `spiece_model` embedded in the text encoder
-    layout: str = "comfyui"  # "comfyui" | "diffusers" | "official" | "flat"
+    layout: str = "comfyui"  # "comfyui" | "diffusers" | "official" | "flat" | "files" (given one by one)
 
 
 class _Shape(NamedTuple):
@@ -157,3 +157,20 @@ def resolve_model_dir(path) -> ModelFiles:
     logger.info("model folder %s (%s): dit %s, vae %s, text encoder %s, tokenizer %s", root, files.layout,
                 files.dit.name, files.vae.name, files.text_encoder.name, files.tokenizer or "embedded")
     return files
+
+
+def resolve_inputs(path=None, *, dit=None, vae=None, text_encoder=None, tokenizer=None) -> ModelFiles:
+    """The files to load from a model folder and/or explicit files (explicit ones win); nothing at all = the demo."""
+    if path is None and dit is None and vae is None and text_encoder is None:
+        from .demo import demo_files
+
+        return demo_files()
+    found = resolve_model_dir(path) if path is not None else None
+    picked = {"dit": dit or (found and found.dit), "vae": vae or (found and found.vae),
+              "text_encoder": text_encoder or (found and found.text_encoder)}
+    missing = [n for n, v in picked.items() if not v]
+    if missing:
+        raise ValueError(f"missing model files for {missing}: pass a model folder or dit=/vae=/text_encoder= files")
+    tokenizer = tokenizer or (found and found.tokenizer) or None
+    return ModelFiles(**{k: Path(v) for k, v in picked.items()}, tokenizer=tokenizer,
+                      layout=found.layout if found else "files")

@@ -12,8 +12,9 @@ from typing import Callable, Sequence
 
 import torch
 
-from .config import SamplingConfig
+from .config import OFFICIAL_DEFAULTS, SamplingConfig
 from .geometry import WAN22_VAE, latent_shape, validate_request
+from .guard import check_finite, finite_guard
 from .guidance import cfg_velocity_fn
 from .latent_format import denormalize_latents, normalize_latents
 from .noise import initial_noise
@@ -67,6 +68,8 @@ def sample_latents(dit: torch.nn.Module, context: torch.Tensor, neg_context: tor
     context/neg_context: [1 or B, L, text_dim] prompt embeddings (zero-padded). `sigmas` overrides steps/shift/schedule/denoise.
     model_wrappers: callables (model_fn, sigmas) -> model_fn applied in order (temporal-consistency options plug in here).
     noise_transform: applied to the seeded (or given) initial noise, e.g. a temporally correlated noise prior.
+    Every step's x0 estimate is checked for NaN/Inf (wan_core.guard): the first one raises NonFiniteError naming the
+    step and sigma, before `callback` sees it.
     """
     if cfg < 0:
         raise ValueError(f"cfg (guidance scale) must be >= 0 (got {cfg}); 5.0 is the official value, 1.0 disables guidance")
@@ -82,6 +85,7 @@ def sample_latents(dit: torch.nn.Module, context: torch.Tensor, neg_context: tor
     if (denoise >= 1.0 and explicit_sigmas is None) or not latent_raw.any():
         x = noise  # text-to-video starts from pure noise, as the official and diffusers loops do
     else:  # partial denoise of a given latent (video-to-video), ComfyUI's convention
+        check_finite(latent_raw, "in the latent given to the sampler", "input")
         x = FlowParam.noise_scaling(float(sigmas[0]), noise, normalize_latents(latent_raw.float()))
     cond = dit_velocity_fn(dit, context, hooks=hooks)
     uncond = dit_velocity_fn(dit, neg_context, hooks=hooks) if neg_context is not None else None
@@ -90,8 +94,9 @@ def sample_latents(dit: torch.nn.Module, context: torch.Tensor, neg_context: tor
     model_fn = FlowParam.wrap(cfg_velocity_fn(cond, uncond, cfg))
     for wrap in model_wrappers:
         model_fn = wrap(model_fn, sigmas)
-    x0 = sample(model_fn, x, sigmas, callback=callback)
-    return denormalize_latents(x0)
+    dtype = next(dit.parameters()).dtype
+    x0 = sample(model_fn, x, sigmas, callback=finite_guard(sigmas, callback, dtype=dtype))  # raises NonFiniteError
+    return denormalize_latents(check_finite(x0, "after the last step", "sampling", dtype))
 
 
 @dataclass
@@ -99,7 +104,7 @@ class WanT2VPipeline:
     """Diffusers-like text-to-video pipeline over wan_core models.
 
     device=None keeps every model where it is; with `offload=True` models wait on the CPU and move to `device` only while
-    their stage runs.
+    their stage runs. `__call__` arguments left at None take `defaults` (from_pretrained reads them from the DiT file).
     """
 
     dit: torch.nn.Module
@@ -107,6 +112,8 @@ class WanT2VPipeline:
     text_encoder: object
     device: torch.device | str | None = None
     offload: bool = False
+    defaults: SamplingConfig = SamplingConfig()  # what __call__ uses for arguments left at None
+    defaults_source: str = OFFICIAL_DEFAULTS  # where `defaults` came from, for messages
 
     def __post_init__(self):
         if self.device is not None and not self.offload:
@@ -133,32 +140,21 @@ class WanT2VPipeline:
         """Load from a model folder (ComfyUI layout, diffusers folder or official folder) and/or explicit files.
 
         With no arguments at all the embedded tiny demo model shipped with the pack is used. dtype applies to the DiT
-        and the text encoder, vae_dtype to the VAE; None keeps the dtype stored in the file.
+        and the text encoder, vae_dtype to the VAE; None keeps the dtype stored in the file. The generation defaults
+        come from the DiT file's metadata when it carries them (the demo model does), else SamplingConfig().
         """
-        from .loading import load_dit, load_text_encoder, load_vae
-        from .model_files import resolve_model_dir
+        from .loading import load_dit, load_text_encoder, load_vae, sampling_defaults
+        from .model_files import resolve_inputs
 
-        if path is None and dit is None and vae is None and text_encoder is None:
-            from .demo import demo_files
-
-            files = demo_files()
-        elif path is not None:
-            files = resolve_model_dir(path)
-        else:
-            files = None
-        dit = dit or (files and files.dit)
-        vae = vae or (files and files.vae)
-        text_encoder = text_encoder or (files and files.text_encoder)
-        tokenizer = tokenizer or (files and files.tokenizer) or None
-        missing = [n for n, v in (("dit", dit), ("vae", vae), ("text_encoder", text_encoder)) if not v]
-        if missing:
-            raise ValueError(f"missing model files for {missing}: pass a model folder or dit=/vae=/text_encoder= files")
+        files = resolve_inputs(path, dit=dit, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer)
+        defaults, source = sampling_defaults(files.dit)  # header only: a bad entry fails before any weight is read
         load_on = None if offload else device
         return cls(
-            dit=load_dit(dit, device=load_on, dtype=dtype, verify=verify),
-            vae=load_vae(vae, device=load_on, dtype=vae_dtype, verify=verify),
-            text_encoder=load_text_encoder(text_encoder, tokenizer=tokenizer, device=load_on, dtype=dtype, verify=verify),
-            device=device, offload=offload)
+            dit=load_dit(files.dit, device=load_on, dtype=dtype, verify=verify),
+            vae=load_vae(files.vae, device=load_on, dtype=vae_dtype, verify=verify),
+            text_encoder=load_text_encoder(files.text_encoder, tokenizer=files.tokenizer, device=load_on, dtype=dtype,
+                                           verify=verify),
+            device=device, offload=offload, defaults=defaults, defaults_source=source)
 
     @torch.no_grad()
     def encode_prompt(self, prompt: str | Sequence[str], negative_prompt: str | None = None):
@@ -172,20 +168,25 @@ class WanT2VPipeline:
 
     @torch.no_grad()
     def __call__(self, prompt: str | Sequence[str], negative_prompt: str | None = None, *,
-                 width: int = SamplingConfig.width, height: int = SamplingConfig.height,
-                 num_frames: int = SamplingConfig.num_frames, num_inference_steps: int = SamplingConfig.steps,
-                 guidance_scale: float = SamplingConfig.guidance_scale, shift: float = SamplingConfig.shift,
-                 seed: int = 0, sampler: str = SamplingConfig.sampler, schedule: str = SamplingConfig.schedule,
+                 width: int | None = None, height: int | None = None, num_frames: int | None = None,
+                 num_inference_steps: int | None = None, guidance_scale: float | None = None,
+                 shift: float | None = None, seed: int = 0, sampler: str | None = None, schedule: str | None = None,
                  callback: Callable | None = None, output_type: str = "pt", decode_tile=None,
                  model_wrappers: Sequence[ModelWrapper] = (), hooks=None, temporal=None, deflicker: float = 0.0):
         """Generate video(s): frames [T, H, W, 3] float in 0..1 for one prompt, [B, T, H, W, 3] for a list.
 
+        Size, length, steps, guidance, shift, sampler and schedule left at None take `self.defaults` (the loaded
+        model's; see `defaults_source`).
         output_type: "pt" (frames), "latent" (raw VAE latents [B, 48, T', H/16, W/16]).
         temporal: a wan_core.temporal.options.TemporalOptions (flow-guided x0 smoothing, Enhance-A-Video gain,
             correlated initial noise); None = off.
         deflicker: strength 0..1 of the motion-compensated deflicker applied to the decoded frames
             (wan_core.temporal.deflicker); 0 = off.
+        Raises NonFiniteError (wan_core.guard) when sampling or decoding produces NaN/Inf.
         """
+        s = self.defaults.merged(width=width, height=height, num_frames=num_frames, steps=num_inference_steps,
+                                 guidance_scale=guidance_scale, shift=shift, sampler=sampler, schedule=schedule)
+        width, height, num_frames = s.width, s.height, s.num_frames
         if output_type not in ("pt", "latent"):
             raise ValueError(f"output_type must be 'pt' or 'latent' (got {output_type!r})")
         if deflicker != 0:  # checked before sampling, not after it
@@ -205,14 +206,16 @@ class WanT2VPipeline:
         device = self.device if self.device is not None else next(self.dit.parameters()).device
         latent = torch.zeros(latent_shape(num_frames, height, width, WAN22_VAE, batch), device=device)
         with self._stage(self.dit):
-            z = sample_latents(self.dit, context, neg if guidance_scale != 1.0 else None, latent, seed=seed,
-                               steps=num_inference_steps, cfg=guidance_scale, shift=shift, sampler=sampler,
-                               schedule=schedule, callback=callback, model_wrappers=model_wrappers, hooks=hooks,
+            z = sample_latents(self.dit, context, neg if s.guidance_scale != 1.0 else None, latent, seed=seed,
+                               steps=s.steps, cfg=s.guidance_scale, shift=s.shift, sampler=s.sampler,
+                               schedule=s.schedule, callback=callback, model_wrappers=model_wrappers, hooks=hooks,
                                noise_transform=shape_noise)
         if output_type == "latent":
             return z
         with self._stage(self.vae):
-            video = self.vae.decode(z.to(next(self.vae.parameters()).dtype), tile=decode_tile)  # [B, 3, T, H, W]
+            vae_dtype = next(self.vae.parameters()).dtype
+            video = self.vae.decode(z.to(vae_dtype), tile=decode_tile)  # [B, 3, T, H, W]
+        check_finite(video, "in the VAE decode output", "decode", vae_dtype)
         frames = ((video.float() + 1) / 2).clamp(0, 1).permute(0, 2, 3, 4, 1)  # [B, T, H, W, 3]
         if deflicker > 0:
             from .temporal.deflicker import deflicker as deflicker_frames

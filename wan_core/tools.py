@@ -78,17 +78,38 @@ def describe(path) -> dict[str, Any]:
     return out
 
 
-def verify(path, sha256: str | None = None) -> str:
+def verify(path, sha256: str | None = None, *, require: bool = True) -> str | None:
     """Check a file (or every shard of a sharded checkpoint) against a given hash or `.sha256` sidecar(s).
 
-    Returns the verified hex digest (shards: one "<hex>  <name>" line each); IntegrityError when nothing matches.
+    Returns the verified hex digest (shards: one "<hex>  <name>" line each); IntegrityError on a mismatch, and when
+    there is nothing to check against if `require` (else None for that file).
     """
     path = Path(path)
     files = [path] if path.is_file() and not path.name.endswith(".index.json") else resolve_files(path)
     if sha256 is not None and len(files) > 1:
         raise ValueError(f"--sha256 names one file but {path} has {len(files)} shards; verify each shard file")
-    digests = [verify_file(f, sha256, require=True) for f in files]
-    return digests[0] if len(files) == 1 else "\n".join(f"{d}  {f.name}" for d, f in zip(digests, files))
+    digests = [verify_file(f, sha256, require=require) for f in files]
+    if len(files) == 1:
+        return digests[0]
+    return "\n".join(f"{d or 'no sidecar, not checked'}  {f.name}" for d, f in zip(digests, files))
+
+
+def scan_report(path) -> tuple[list[str], int]:
+    """Read every tensor of a checkpoint for NaN/Inf (wan_core.guard.scan_file) -> (report lines, bad tensor count)."""
+    import time
+
+    from .guard import scan_file
+
+    t0 = time.perf_counter()
+    seen, bad = scan_file(path)
+    many = len({b.file for b in bad}) > 1
+    lines = [f"scanned {seen} floating-point tensors in {time.perf_counter() - t0:.1f} s: "
+             + (f"{len(bad)} {'holds' if len(bad) == 1 else 'hold'} NaN/Inf" if bad else "all finite")]
+    lines += [f"  {b.name}{f' ({b.file})' if many else ''} [{b.dtype}]: {b.nan} NaN, {b.inf} Inf, first at "
+              f"{list(b.first)}" for b in bad]
+    if bad:
+        lines.append("the file is damaged (or was saved from a diverged training run): re-download it")
+    return lines, len(bad)
 
 
 def _torch_load(src: Path):

@@ -1,7 +1,8 @@
 """The embedded tiny demo model: a Wan2.2-architecture text-to-video model trained on a synthetic world.
 
 `DEMO_FILES` are the shipped files relative to the pack root; `demo_files()` resolves them to a `ModelFiles`;
-`DEMO_DEFAULTS` are the sampling settings the tiny model was tuned for (the CLI's defaults with no model flags).
+`DEMO_DEFAULTS` are the sampling settings the tiny model was tuned for; export.save_dit writes them into the DiT file's
+metadata, which is where every front end reads them from (wan_core.loading.sampling_defaults).
 Training: `python -m wan_core.demo.train`; evaluation: `python -m wan_core.demo.evaluate`.
 """
 from __future__ import annotations

@@ -11,7 +11,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from ..config import SAMPLING_DEFAULTS_KEY, sampling_defaults_json
 from ..tokenizer import SpieceTokenizer, tokenizer_to_tensor
+from . import DEMO_DEFAULTS
 
 MODEL_FILES = {  # relative to a models/ folder (ComfyUI layout); the pack ships them in <pack>/models
     "dit": "diffusion_models/wan2.2_tiny_demo_dit.safetensors",
@@ -37,9 +39,14 @@ def _save(sd: dict[str, torch.Tensor], path: Path, dtype: torch.dtype | None, me
     return write_sidecar(path)
 
 
-def save_dit(dit: torch.nn.Module, path: Path, *, dtype=None, metadata=None) -> str:
-    """DiT state dict (official Wan names) -> safetensors + sidecar; returns the sha256."""
-    return _save(dit.state_dict(), path, dtype, metadata)
+def save_dit(dit: torch.nn.Module, path: Path, *, dtype=None, metadata=None, sampling_defaults=DEMO_DEFAULTS) -> str:
+    """DiT state dict (official Wan names) -> safetensors + sidecar; returns the sha256.
+
+    The file carries `sampling_defaults` (a SamplingConfig; the demo's by default) as its SAMPLING_DEFAULTS_KEY
+    metadata entry, so every front end generates with them unless told otherwise.
+    """
+    entry = {SAMPLING_DEFAULTS_KEY: sampling_defaults_json(sampling_defaults)} if sampling_defaults is not None else {}
+    return _save(dit.state_dict(), path, dtype, {**(metadata or {}), **entry})
 
 
 def save_vae(vae: torch.nn.Module, path: Path, *, dtype=None, metadata=None) -> str:
