@@ -1,4 +1,4 @@
-"""The weight average of the demo DiT's training: WeightEMA itself, and train_dit's dit_ema option."""
+"""The weight average of the demo DiT's second round: WeightEMA itself, and train_dit with it."""
 from dataclasses import replace
 
 import pytest
@@ -6,7 +6,10 @@ import torch
 
 from tests._temporal_synth import one_thread
 from wan_core.demo.ema import WeightEMA
-from wan_core.demo.train import TrainConfig, build_text_encoder, train_demo_tokenizer, train_dit
+from wan_core.demo.training.config import TrainConfig, dit_round
+from wan_core.demo.training.dit_round import train_dit
+from wan_core.demo.training.latent_cache import CacheEntry
+from wan_core.demo.training.text import build_text_encoder, train_demo_tokenizer
 from wan_core.demo.world import sample_scene
 from wan_core.model import WanTransformer
 
@@ -49,24 +52,25 @@ def test_bad_decays_and_other_modules_are_refused_with_the_fix():
 def _pools():
     scenes = [sample_scene(i, aspect="1:1", n_objects=1) for i in range(3)]
     gen = torch.Generator().manual_seed(0)
-    return {"1:1": [(torch.randn(48, 3, 4, 4, generator=gen), sc, torch.ones(3, 4, 4), torch.zeros(3, 4, 4))
+    return {"1:1": [CacheEntry(torch.randn(48, 3, 4, 4, generator=gen), sc, torch.ones(3, 4, 4), None)
                     for sc in scenes]}
 
 
 def test_train_dit_returns_the_average_and_trains_exactly_as_without_it():
     tokenizer, pools = train_demo_tokenizer(CFG), _pools()
-    cfg = replace(CFG, dit_steps=6, warmup=2)
+    cfg = replace(CFG, dit_steps_round2=6, warmup=2, frame_crop_share_round2=0.0)  # the cache holds no other shape
 
     def run(c):  # a second round (resume) from fixed weights, recording the weights after every step
         torch.manual_seed(0)
         modules = (WanTransformer(c.dit), build_text_encoder(c.t5, tokenizer.vocab_size))
         start = [p.detach().clone() for m in modules for p in m.parameters()]
         seen = []
-        dit, text_model, info = train_dit(c, pools, tokenizer, resume=modules, round_=1, on_step=lambda step, d, t:
+        plan = replace(dit_round(c, True), swap_share=0.0)
+        dit, text_model, info = train_dit(c, pools, tokenizer, plan=plan, resume=modules, on_step=lambda step, d, t:
                                           seen.append([p.detach().clone() for m in (d, t) for p in m.parameters()]))
         return [p.detach().clone() for m in (dit, text_model) for p in m.parameters()], info, start, seen
 
-    plain, plain_info, _, plain_seen = run(cfg)
+    plain, plain_info, _, plain_seen = run(replace(cfg, dit_ema_round2=0.0))
     assert len(plain_seen) == 6 and "ema_decay" not in plain_info
     assert all(torch.equal(a, b) for a, b in zip(plain, plain_seen[-1]))  # off: the last weights
     averaged, info, start, seen = run(replace(cfg, dit_ema_round2=0.5))
@@ -78,5 +82,6 @@ def test_train_dit_returns_the_average_and_trains_exactly_as_without_it():
         expect = [d * e + (1 - d) * w for e, w in zip(expect, weights)]
     assert all(torch.allclose(a, e, atol=1e-6) for a, e in zip(averaged, expect))
     assert not all(torch.allclose(a, b, atol=1e-4) for a, b in zip(averaged, plain))  # the check can fail
-    first_round = train_dit(replace(cfg, dit_steps=2, dit_ema_round2=0.5), pools, tokenizer)[2]
+    c = replace(cfg, dit_steps=2, dit_ema_round2=0.5)
+    first_round = train_dit(c, pools, tokenizer, plan=dit_round(c, False))[2]
     assert "ema_decay" not in first_round  # a round-2 value does not reach round 1

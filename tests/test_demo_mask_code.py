@@ -1,4 +1,4 @@
-"""The demo VAE's optional mask code: its target, its checks, the decoder's blur and a few training steps."""
+"""The demo VAE's mask code: its target, its checks, the decoder's blur and a few training steps."""
 import random
 from dataclasses import replace
 
@@ -7,9 +7,19 @@ import torch
 
 from tests._temporal_synth import one_thread
 from wan_core.demo.mask_code import MASK_MEAN, MASK_STD, blur_rest, check_channels, mask_target
-from wan_core.demo.train import TrainConfig, _vae_batch, _vae_crops, vae_losses
+from wan_core.demo.training.config import TrainConfig
+from wan_core.demo.training import vae_stage
+from wan_core.demo.training.vae_stage import vae_crops, vae_losses
 from wan_core.demo.world import OBJECT_COLOURS, background_image, coverage, render, sample_scene
 from wan_core.vae import WanVAE
+
+class _Remembering:
+    """A stand-in for world.render: random frames, the last ones kept."""
+
+    def __call__(self, scene):
+        self.last = torch.rand(scene.frames, scene.height, scene.width, 3)
+        return self.last
+
 
 single_thread = pytest.fixture(scope="module", autouse=True)(one_thread)
 INSIDE, OUTSIDE = (1 - MASK_MEAN) / MASK_STD, (0 - MASK_MEAN) / MASK_STD
@@ -40,7 +50,7 @@ def test_mask_target_puts_each_sub_block_in_its_channel_and_averages_each_chunk(
         mask_target(torch.zeros(1, 1, 4, 16, 16), 16)
 
 
-@pytest.mark.parametrize("channels", [-1, 3, 9, 64])
+@pytest.mark.parametrize("channels", [-1, 0, 3, 9, 64])
 def test_bad_channel_counts_name_the_fix(channels):
     with pytest.raises(ValueError, match=f"vae_mask_channels={channels}.*1, 4 \\(8 px sub-blocks\\) or 16"):
         check_channels(channels, 48)
@@ -59,22 +69,27 @@ def test_blur_rest_keeps_the_code_and_blurs_only_chosen_rows():
     assert torch.equal(blur_rest(torch.ones(2, 20, 1, 5, 5), 16, 1.0, gen), torch.ones(2, 20, 1, 5, 5))
 
 
-def test_mask_code_training_draws_the_same_batches_and_learns_the_code():
-    cfg = replace(TrainConfig.smoke(), vae_mask_channels=16, vae_crop=32, vae_batch=2)
-    plain = _vae_batch(replace(cfg, vae_mask_channels=0), random.Random(4))
-    video, alpha = _vae_crops(cfg, random.Random(4))
-    assert torch.equal(plain, video) and alpha.shape == (2, 1, cfg.vae_frames, 32, 32)
+def test_the_crops_carry_the_coverage_of_their_pixels_and_training_learns_the_code(monkeypatch):
+    cfg = replace(TrainConfig.smoke(), vae_crop=32, vae_batch=2)
+    video, alpha = vae_crops(cfg, random.Random(4))
+    assert video.shape == (2, 3, cfg.vae_frames, 32, 32) and alpha.shape == (2, 1, cfg.vae_frames, 32, 32)
+    assert 0 <= alpha.min() and alpha.max() <= 1 and alpha.mean() > 0.05  # cropped near an object
+    with monkeypatch.context() as m:  # frames whose red channel is their coverage: the two crops must match
+        render = _Remembering()
+        m.setattr(vae_stage, "render", render)
+        m.setattr(vae_stage, "coverage", lambda sc: render.last[..., 0])
+        marked, same = vae_crops(cfg, random.Random(4))
+    assert torch.allclose((marked[:, :1] + 1) / 2, same, atol=1e-6)
+    assert not torch.allclose(marked[:, :1], marked[:, 1:2])  # the check can fail
     torch.manual_seed(0)
     vae = WanVAE(cfg.vae).train()
-    with pytest.raises(ValueError, match="needs the objects' coverage"):
-        vae_losses(vae, video, cfg, torch.Generator().manual_seed(0))
     opt = torch.optim.Adam(vae.parameters(), lr=3e-3)
 
     def mask():
-        return vae_losses(vae, video, cfg, torch.Generator().manual_seed(0), alpha=alpha)["mask"]
+        return vae_losses(vae, video, alpha, cfg, torch.Generator().manual_seed(0))["mask"]
     first = mask().item()
     for _ in range(10):
         opt.zero_grad()
-        vae_losses(vae, video, cfg, torch.Generator().manual_seed(0), alpha=alpha)["loss"].backward()
+        vae_losses(vae, video, alpha, cfg, torch.Generator().manual_seed(0))["loss"].backward()
         opt.step()
     assert mask().item() < 0.7 * first

@@ -10,7 +10,7 @@ from wan_core.loading import load_dit, load_text_encoder, load_vae
 PATHS = {k: PACK_ROOT / v for k, v in DEMO_FILES.items()}
 pytestmark = pytest.mark.skipif(not all(p.is_file() for p in PATHS.values()),
                                 reason=f"demo weights not in this checkout ({DEMO_FILES}); "
-                                       "create them with `python -m wan_core.demo.train --out models`")
+                                       "create them with the four training commands in docs/demo_model.md")
 PROMPTS = [  # (prompt, expected colour, expected motion)
     ("a red circle moving to the right on a blue background", "red", "right"),
     ("蓝色背景上，一个红色的圆形向右移动", "red", "right"),

@@ -1,4 +1,5 @@
 """Training smoke tests for the demo model: each stage's loss goes down on a tiny fixed batch; files round-trip."""
+import json
 import random
 from dataclasses import replace
 
@@ -10,10 +11,14 @@ from wan_core.config import WanConfig
 from wan_core.demo.captions import caption
 from wan_core.demo.compact_text import compact_text
 from wan_core.demo.export import save_dit, save_text_encoder, save_vae
-from wan_core.demo.train import (AttributeHeads, TrainConfig, _vae_batch, object_coverage, latent_footprint, build_text_encoder, encode_text_train, flow_loss,
-                                 contrast_loss, swapped_caption, train_demo_tokenizer, vae_losses)
-from wan_core.demo.captions import parse_caption
-from wan_core.demo.world import HELD_OUT, MOTIONS, OBJECT_COLOURS, SHAPES, sample_scene
+from wan_core.demo.training import vae_stage
+from wan_core.demo.training.clock import Clock
+from wan_core.demo.training.config import TrainConfig, dit_round
+from wan_core.demo.training.dit_round import flow_loss, train_dit
+from wan_core.demo.training.latent_cache import CacheEntry, object_coverage
+from wan_core.demo.training.text import AttributeHeads, build_text_encoder, encode_text_train, train_demo_tokenizer
+from wan_core.demo.training.vae_stage import vae_crops, vae_losses
+from wan_core.demo.world import MOTIONS, OBJECT_COLOURS, SHAPES, sample_scene
 from wan_core.integrity import read_sidecar, sha256_file
 from wan_core.loading import load_dit, load_text_encoder, load_vae
 from wan_core.model import WanTransformer
@@ -35,6 +40,12 @@ def _dit_and_text(tokenizer):
     """A fresh seeded smoke-size DiT and umT5 with a batch of two latents."""
     torch.manual_seed(0)
     return WanTransformer(CFG.dit), build_text_encoder(CFG.t5, tokenizer.vocab_size), torch.randn(2, 48, 2, 4, 4)
+
+
+def _flow(dit, text, tokenizer, x0, prompts, seed=0, cfg=CFG, **kw):
+    """flow_loss at round 1's shift with the prompts encoded by `text` (with autograd)."""
+    context = encode_text_train(text, tokenizer, prompts)
+    return flow_loss(dit, x0, context, cfg, torch.Generator().manual_seed(seed), shift=cfg.shift, **kw)
 
 
 def _steps(params, loss_fn, n=8, lr=3e-3):
@@ -60,10 +71,10 @@ def test_vae_steps_reduce_the_loss():
     torch.manual_seed(0)
     vae = WanVAE(CFG.vae)
     cfg = replace(CFG, vae_frames=5, vae_batch=1)
-    video = _vae_batch(cfg, random.Random(0))  # [1, 3, 5, 32, 32]
+    video, alpha = vae_crops(cfg, random.Random(0))  # [1, 3, 5, 32, 32], [1, 1, 5, 32, 32]
 
     def loss():
-        return vae_losses(vae, video, cfg, torch.Generator().manual_seed(0))["loss"]
+        return vae_losses(vae, video, alpha, cfg, torch.Generator().manual_seed(0))["loss"]
     before, after = _steps(vae.parameters(), loss)
     assert after < 0.9 * before
 
@@ -74,26 +85,25 @@ def test_vae_temporal_term_sees_error_that_changes_between_frames(monkeypatch):
     torch.manual_seed(0)
     vae = WanVAE(CFG.vae)
     cfg = replace(CFG, vae_frames=9, vae_batch=1)
-    video = _vae_batch(cfg, random.Random(1))  # [1, 3, 9, 32, 32]
-    losses = vae_losses(vae, video, cfg, torch.Generator().manual_seed(0), temporal_weight=1.0)
+    video, alpha = vae_crops(cfg, random.Random(1))  # [1, 3, 9, 32, 32]
+    losses = vae_losses(vae, video, alpha, cfg, torch.Generator().manual_seed(0), temporal_weight=1.0)
     assert "temporal" in losses and losses["temporal"] > 0
-    assert "temporal" not in vae_losses(vae, video, cfg, torch.Generator().manual_seed(0))
+    assert "temporal" not in vae_losses(vae, video, alpha, cfg, torch.Generator().manual_seed(0))
     assert torch.allclose(losses["loss"], losses["recon"] + cfg.vae_moment_weight * losses["moment"]
-                          + losses["temporal"])
+                          + cfg.vae_mask_weight * losses["mask"] + losses["temporal"])
     steady = torch.full_like(video, 0.1)
     flip = steady * torch.tensor([1.0, -1.0] * 4 + [1.0]).view(1, 1, 9, 1, 1)
-    from wan_core.demo import train as T
     with monkeypatch.context() as m:  # stand-in codec: the reconstruction is the input plus a chosen error
-        m.setattr(T, "vae_encode_train", lambda v, x: torch.zeros(1, 48, 3, 2, 2))
+        m.setattr(vae_stage, "vae_encode_train", lambda v, x: torch.zeros(1, 48, 3, 2, 2))
         for error, expect_zero in ((steady, True), (flip, False)):
-            m.setattr(T, "vae_decode_train", lambda v, z, e=error: video + e)
-            t = vae_losses(vae, video, cfg, torch.Generator().manual_seed(0), temporal_weight=1.0)["temporal"]
+            m.setattr(vae_stage, "vae_decode_train", lambda v, z, e=error: video + e)
+            t = vae_losses(vae, video, alpha, cfg, torch.Generator().manual_seed(0), temporal_weight=1.0)["temporal"]
             assert (t.item() < 1e-7) == expect_zero, (t.item(), expect_zero)
     for module in (vae.encoder, vae.conv1):
         module.requires_grad_(False)
 
     def temporal():
-        return vae_losses(vae, video, cfg, torch.Generator().manual_seed(0), temporal_weight=1.0)["loss"]
+        return vae_losses(vae, video, alpha, cfg, torch.Generator().manual_seed(0), temporal_weight=1.0)["loss"]
     before, after = _steps([p for p in vae.parameters() if p.requires_grad], temporal)
     assert after < 0.9 * before
 
@@ -103,7 +113,7 @@ def test_dit_and_text_encoder_steps_reduce_the_flow_loss(tokenizer):
     prompts = ["a red circle moving left on a blue background", "蓝色背景上，一个红色的圆形向左移动"]
 
     def loss():
-        return flow_loss(dit, text, tokenizer, x0, prompts, CFG, torch.Generator().manual_seed(0))
+        return _flow(dit, text, tokenizer, x0, prompts)
     before, after = _steps(list(dit.parameters()) + list(text.parameters()), loss)
     assert after < 0.9 * before
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in text.parameters())  # text gets trained too
@@ -150,105 +160,12 @@ def test_object_weighted_flow_loss_reduces_to_plain_mse_without_objects(tokenize
 
     def loss(cover):
         with torch.no_grad():
-            return flow_loss(dit, text, tokenizer, x0, prompts, CFG, torch.Generator().manual_seed(0), cover=cover)
+            return _flow(dit, text, tokenizer, x0, prompts, cover=cover)
     plain = loss(None)
     assert torch.allclose(loss(torch.zeros(2, 2, 4, 4)), plain)
     cover = torch.zeros(2, 2, 4, 4)
     cover[:, :, :2] = 1.0
     assert not torch.allclose(loss(cover), plain)  # the covered half now counts (1 + object_weight) times
-
-
-def test_shape_difference_rings_the_object_where_shapes_disagree():
-    from wan_core.demo.world import make_clip, shape_difference
-    frames, scene = make_clip(4, triple=("red", "square", "static"), n_objects=1, aspect="1:1", exclude=())
-    diff = shape_difference(scene)  # [T, H, W]
-    o = scene.objects[0]
-    cx, cy, r = o.x * scene.width, o.y * scene.height, o.size * scene.width
-    assert diff.shape == frames.shape[:3] and 0 <= diff.min() and diff.max() <= 1
-    assert diff[0, int(cy), int(cx)] == 0  # every shape covers the centre
-    assert diff[0, 2, 2] == 0  # and none reaches far outside
-    assert diff[0, int(cy + 0.9 * r), int(cx + 0.9 * r)] > 0.9  # a square's corner: no circle or triangle there
-    ring = latent_footprint(diff, (7, 8, 8))
-    assert ring.shape == (7, 8, 8) and ring.max() > 0.3 and (ring > 0).float().mean() < 0.5
-
-
-def test_shape_weight_and_low_shift_change_the_loss_only_when_on(tokenizer):
-    dit, text, x0 = _dit_and_text(tokenizer)
-    prompts = ["a red circle", "a blue square"]
-    cover, shape_cover = torch.zeros(2, 2, 4, 4), torch.zeros(2, 2, 4, 4)
-    shape_cover[:, :, 1:3, 1:3] = 0.5
-
-    def loss(**kw):
-        with torch.no_grad():
-            parts = {}
-            out = flow_loss(dit, text, tokenizer, x0, prompts, CFG, torch.Generator().manual_seed(0), cover=cover,
-                            parts=parts, **kw)
-            return out, parts["t"]
-    plain, t_plain = loss()
-    assert torch.equal(loss(shape_cover=shape_cover, shape_weight=0.0)[0], plain)
-    assert not torch.allclose(loss(shape_cover=shape_cover, shape_weight=6.0)[0], plain)
-    low, t_low = loss(low_shift_share=0.5)  # row 0 draws its sigma with low_shift (1: uniform) instead of shift 5
-    assert t_low[0] < t_plain[0] and t_low[1] == t_plain[1]
-    assert torch.equal(loss(low_shift_share=0.0)[1], t_plain)
-
-
-def test_swapped_caption_changes_one_attribute_and_never_names_a_held_out_triple():
-    rng = random.Random(0)
-    changed = {"shape": 0, "colour": 0, "motion": 0}
-    for i in range(300):
-        scene = sample_scene(i, n_objects=1)
-        o = scene.objects[0]
-        lang = ("en", "zh")[i % 2]
-        true = parse_caption(caption(scene, lang, variant=i)).objects[0]
-        assert true == (o.colour, o.shape, o.motion)
-        wrong = parse_caption(swapped_caption(scene, (lang, i), rng, shape_share=0.5)).objects[0]
-        diff = [name for name, a, b in zip(("colour", "shape", "motion"), true, wrong) if a != b]
-        assert len(diff) == 1, (true, wrong)
-        assert wrong not in HELD_OUT and wrong[0] != scene.background
-        changed[diff[0]] += 1
-    assert changed["shape"] > 100 and changed["colour"] > 30 and changed["motion"] > 30  # about 150 / 75 / 75
-
-
-def test_contrast_loss_is_zero_past_the_margin_and_trains_the_prompt_word_to_matter(tokenizer):
-    """The hinge: 0 once the wrong caption's object loss exceeds the true one's by the margin (log terms), positive
-    before; a few steps on it (with the flow loss) make the DiT's prediction depend on the shape word."""
-    torch.manual_seed(0)
-    target, v = torch.randn(2, 4, 2, 3, 3), torch.zeros(2, 4, 2, 3, 3)
-    cover = torch.ones(2, 2, 3, 3)
-
-    class Fixed(torch.nn.Module):  # a "DiT" whose prediction under the wrong caption is fixed
-        def __init__(self, pred):
-            super().__init__()
-            self.pred, self.blocks, self.cfg = pred, [], CFG.dit  # what compact_text patches: no blocks
-            self.text_embedding = torch.nn.Identity()
-
-        def forward(self, xs, t, context):
-            return self.pred
-    far = target + 3.0 * (v - target)  # 9x the squared error of v: log gap 2.2
-    assert contrast_loss(Fixed(far), target, torch.zeros(2), target, v, torch.zeros(2, 3, 8), cover, 0.1).item() == 0
-    same = contrast_loss(Fixed(v.clone()), target, torch.zeros(2), target, v, torch.zeros(2, 3, 8), cover, 0.1)
-    assert abs(same.item() - 0.1) < 1e-6  # equal losses: the whole margin
-
-    dit, text, x0 = _dit_and_text(tokenizer)
-    right, wrong = ["a red square moving left"] * 2, ["a red circle moving left"] * 2
-    cover = torch.ones(2, 2, 4, 4)
-
-    def gap():
-        parts = {}
-        with torch.no_grad():
-            flow_loss(dit, text, tokenizer, x0, right, CFG, torch.Generator().manual_seed(1), cover=cover, parts=parts)
-            return contrast_loss(dit, parts["xs"], parts["t"], parts["target"], parts["v"],
-                                 encode_text_train(text, tokenizer, wrong), cover, 1.0)
-
-    def loss():
-        parts = {}
-        flow = flow_loss(dit, text, tokenizer, x0, right, CFG, torch.Generator().manual_seed(1), cover=cover,
-                         parts=parts)
-        return flow + contrast_loss(dit, parts["xs"], parts["t"], parts["target"], parts["v"],
-                                    encode_text_train(text, tokenizer, wrong), cover, 1.0)
-    before = gap().item()
-    _steps(list(dit.parameters()) + list(text.parameters()), loss, n=10)
-    assert gap().item() < before - 0.05  # the wrong word now costs more than the right one
 
 
 def test_compact_text_matches_full_padding():
@@ -300,23 +217,34 @@ def test_set_overrides_scalar_fields_and_names_the_valid_ones():
         _overrides(CFG, ["dit_bf16=yes please"])
 
 
+def _pools(x0, cover=0.0):
+    scenes = [sample_scene(i, aspect="1:1", n_objects=1) for i in range(x0.shape[0])]
+    return {"1:1": [CacheEntry(x0[i], scenes[i], torch.full(x0.shape[2:], cover), None) for i in range(len(scenes))]}
+
+
 def test_bf16_autocast_dit_steps_reduce_the_loss_and_keep_fp32_weights(tokenizer):
-    from wan_core.demo.train import train_dit
     dit, text, x0 = _dit_and_text(tokenizer)
-    scenes = [sample_scene(i, aspect="1:1", n_objects=1) for i in range(2)]
-    prompts = [caption(sc, "en") for sc in scenes]
-    pools = {"1:1": [(x0[i], scenes[i], torch.zeros(2, 4, 4), torch.zeros(2, 4, 4)) for i in range(2)]}
+    pools = _pools(x0)
+    prompts = [caption(e.scene, "en") for e in pools["1:1"]]
 
     def fixed_loss():
         with torch.no_grad():
-            return flow_loss(dit, text, tokenizer, x0, prompts, CFG, torch.Generator().manual_seed(0)).item()
+            return _flow(dit, text, tokenizer, x0, prompts).item()
     before = fixed_loss()
     cfg = replace(CFG, dit_bf16=True, dit_steps=30, warmup=2, drop_caption=0.0, dit_lr=4e-3)
-    _, _, info = train_dit(cfg, pools, tokenizer, resume=(dit, text))  # trains these modules in place
+    _, _, info = train_dit(cfg, pools, tokenizer, plan=dit_round(cfg, False), resume=(dit, text))  # in place
     assert info["steps"] == 30 and all(p.dtype == torch.float32 for p in dit.parameters())
+    assert info["threads"] == 1 and "ema_decay" not in info  # round 1: the last weights
     after = fixed_loss()
     assert after < 0.9 * before
 
+
+def test_the_two_rounds_follow_the_recipe():
+    one, two = dit_round(TrainConfig(), False), dit_round(TrainConfig(), True)
+    assert (one.index, one.steps, one.shift, one.swap_share, one.crop_share, one.ema_decay) == (0, 12000, 5.0, 0, 0, 0)
+    assert (two.index, two.steps, two.shift, two.swap_share, two.crop_share, two.ema_decay) == (
+        1, 9000, 6.0, 1.0, 0.5, 0.999)
+    assert two.lr == TrainConfig().dit_lr / 2 and one.lr == TrainConfig().dit_lr
 
 
 def test_demo_dit_is_wide_enough_for_a_whole_patch():
@@ -329,66 +257,80 @@ def test_demo_dit_is_wide_enough_for_a_whole_patch():
 
 
 def test_clock_replays_a_time_capped_plan():
-    from wan_core.demo.train import _Clock
-    clock = _Clock(9000, None, "dit", replan=4084)  # a replay: no time cap, the recorded re-plan
+    clock = Clock(9000, None, "dit", replan=4084)  # a replay: no time cap, the recorded re-plan
     assert clock.plan(0) == 9000 and clock.plan(99) == 9000  # warmup and early cosine as in the capped run
-    assert clock.plan(_Clock.ESTIMATE_AT) == 4084 and clock.plan(500) == 4084
+    assert clock.plan(Clock.ESTIMATE_AT) == 4084 and clock.plan(500) == 4084
     assert not clock.done(4083) and clock.done(4084)
-    assert _Clock(9000, None, "dit").plan(_Clock.ESTIMATE_AT) == 9000  # no cap, no replan: the configured count
+    assert Clock(9000, None, "dit").plan(Clock.ESTIMATE_AT) == 9000  # no cap, no replan: the configured count
 
 
-def test_shape_probe_reads_object_tokens_of_the_middle_block_and_trains_them(tokenizer):
-    """The training-only shape read-out: it sees the first forward pass after reset() only, weighs tokens by object
-    coverage, skips dropped captions and two-object scenes, leaves the DiT's output unchanged and detaches cleanly;
-    its loss trains the DiT (and the text encoder) to carry the caption's shape word into the object's tokens."""
-    from wan_core.demo.train import ShapeProbe
-    dit, text, x0 = _dit_and_text(tokenizer)
-    torch.manual_seed(1)
-    cfg = replace(CFG, dit=replace(CFG.dit, num_layers=2))
-    dit = WanTransformer(cfg.dit)
-    t = torch.tensor([500.0, 500.0])
-    scenes = [sample_scene(3, n_objects=1, triple=("red", "circle", "left"), exclude=()),
-              sample_scene(4, n_objects=1, triple=("red", "square", "left"), exclude=())]
-    prompts = [caption(sc, "en", 0) for sc in scenes]
-    cover = torch.zeros(2, 2, 4, 4)
-    cover[:, :, :2, :2] = 1.0  # the object sits in the top-left token of each latent frame
-    with torch.no_grad():
-        plain = dit(x0, t, encode_text_train(text, tokenizer, prompts))
-    probe = ShapeProbe(dit)
-    assert probe.block == 0  # num_layers 2: the middle is the first block's output
-    assert probe.loss(cover, scenes).item() == 0.0  # nothing seen yet
-    with torch.no_grad():
-        probed = dit(x0, t, encode_text_train(text, tokenizer, prompts))
-    assert torch.equal(plain, probed)  # the hook only reads
-    first = probe.hidden
-    with torch.no_grad():
-        dit(x0 + 1, t, encode_text_train(text, tokenizer, prompts))
-    assert probe.hidden is first  # a second pass (e.g. the contrast loss) does not replace the batch's pass
-    assert probe.loss(cover, [None, None]).item() == 0.0  # dropped captions: no shape to read
-    two = sample_scene(5, n_objects=2, exclude=())
-    assert probe.loss(cover, [None, two]).item() == 0.0  # two objects: whose shape? skipped
-    other = torch.zeros_like(cover)
-    other[:, :, 2:, 2:] = 1.0
-    assert probe.loss(cover, scenes).item() != probe.loss(other, scenes).item()  # coverage picks the tokens
-
-    def loss():
-        probe.reset()
-        dit(x0, t, encode_text_train(text, tokenizer, prompts))
-        return probe.loss(cover, scenes)
-    before, after = _steps(list(dit.parameters()) + list(text.parameters()) + list(probe.parameters()), loss, n=15)
-    assert after < 0.5 * before
-    probe.detach()
-    assert not dit.blocks[0]._forward_hooks and probe.hidden is None
+# The shipped recipe as the README gave it before the defaults became the shipped values, and as it is now.
+_OLD_RECIPE = {
+    "vae": "--stage vae --budget-minutes 26 --set vae_temporal_steps=0 --set vae_mask_channels=16",
+    "dit": "--stage dit --budget-minutes 41 --threads 2 --dit-steps 12000 --set dit_bf16=true "
+           "--set vae_mask_channels=16",
+    "vae3": "--stage vae3 --budget-minutes 8.5 --threads 2 --set vae_mask_channels=16",
+    "dit2": "--stage dit2 --budget-minutes 28 --threads 2 --dit-steps 9000 --set dit_bf16=true "
+            "--set shape_swap_share_round2=1.0 --set frame_crop_share_round2=0.5 --set dit_ema_round2=0.999 "
+            "--set vae_mask_channels=16",
+}
+_RECIPE = {"vae": "--stage vae --budget-minutes 26", "dit": "--stage dit --budget-minutes 41 --threads 2",
+           "vae3": "--stage vae3 --budget-minutes 8.5 --threads 2",
+           "dit2": "--stage dit2 --budget-minutes 28 --threads 2"}
 
 
-def test_train_dit_with_the_shape_probe_records_it_and_leaves_no_hook(tokenizer):
-    from wan_core.demo.train import train_dit
-    dit, text, x0 = _dit_and_text(tokenizer)
-    scenes = [sample_scene(i, aspect="1:1", n_objects=1) for i in range(2)]
-    pools = {"1:1": [(x0[i], scenes[i], torch.ones(2, 4, 4), torch.zeros(2, 4, 4)) for i in range(2)]}
-    cfg = replace(CFG, dit_steps=6, warmup=2, drop_caption=0.0, shape_probe_weight=0.5)
-    dit, _, info = train_dit(cfg, pools, tokenizer, resume=None)
-    assert len(info["shape_probe_last"]) == 6 and all(v > 0 for v in info["shape_probe_last"])
-    assert not any(block._forward_hooks for block in dit.blocks)
-    _, _, info = train_dit(replace(cfg, shape_probe_weight=0.0), pools, tokenizer)
-    assert "shape_probe_last" not in info  # off: no probe
+@pytest.mark.parametrize("stage", list(_RECIPE))
+def test_the_recipe_commands_parse_and_the_old_ones_train_the_same(stage):
+    from wan_core.demo.train import config_from_args, parser
+    old, new = (parser().parse_args(["--out", "models", *c[stage].split()]) for c in (_OLD_RECIPE, _RECIPE))
+    assert (old.stage, old.threads, old.budget_minutes) == (new.stage, new.threads, new.budget_minutes)
+    assert config_from_args(new) == TrainConfig()
+    # the old vae command set vae_temporal_steps=0 to skip phase 3, which --stage vae no longer runs
+    assert replace(config_from_args(old), vae_temporal_steps=900) == TrainConfig()
+
+
+def test_set_and_dit_steps_are_checked():
+    from wan_core.demo.train import config_from_args, parser
+    args = parser().parse_args(["--out", "m", "--stage", "dit2", "--dit-steps", "40", "--set", "seed=2"])
+    cfg = config_from_args(args)
+    assert (cfg.dit_steps, cfg.dit_steps_round2, cfg.seed) == (TrainConfig().dit_steps, 40, 2)
+    with pytest.raises(SystemExit, match="--dit-steps 40 with --stage vae3"):
+        config_from_args(parser().parse_args(["--out", "m", "--stage", "vae3", "--dit-steps", "40"]))
+    with pytest.raises(SystemExit, match="expected FIELD=VALUE"):
+        config_from_args(parser().parse_args(["--out", "m", "--stage", "vae", "--set", "contrast_weight=1"]))
+
+
+def test_the_four_stages_write_loadable_files_that_record_how_they_were_made(tmp_path):
+    """vae, dit, vae3, dit2 in the smoke config, into one folder: each file records its stage's steps, the thread
+    count and the config; vae3 keeps the encoder (the latents the DiT was trained on) and the VAE's history."""
+    from safetensors import safe_open
+
+    from wan_core.demo.export import MODEL_FILES
+    from wan_core.demo.train import file_training, run
+
+    def meta(name):
+        with safe_open(str(tmp_path / MODEL_FILES[name]), framework="pt") as f:
+            return f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    cfg = replace(CFG, clips=6, dit_batch=2, frame_crop_batch=3)
+    run(tmp_path, cfg, "vae")
+    assert sorted(file_training(tmp_path / MODEL_FILES["vae"])) == ["phase0", "phase1", "phase2"]
+    run(tmp_path, cfg, "dit")
+    first, _ = meta("dit")
+    assert first["round"] == "0" and json.loads(first["training"])["dit"]["steps"] == cfg.dit_steps
+    _, before = meta("vae")
+    run(tmp_path, cfg, "vae3")
+    vae_meta, after = meta("vae")
+    assert sorted(json.loads(vae_meta["training"])) == ["phase0", "phase1", "phase2", "phase3"]
+    assert json.loads(vae_meta["train_config"]) == json.loads(first["train_config"])
+    frozen = [k for k in before if k.startswith(("encoder.", "conv1."))]  # phase 3 trains the decoder side alone
+    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)
+    assert not all(torch.equal(before[k], after[k]) for k in before if k.startswith("decoder."))
+    summary = run(tmp_path, cfg, "dit2")
+    assert summary["dit"]["ema_decay"] == cfg.dit_ema_round2 and summary["dit"]["threads"] == 1
+    for name in ("dit", "text_encoder"):
+        m, _ = meta(name)
+        assert m["round"] == "1" and json.loads(m["training"]) == summary
+        assert json.loads(m["train_config"])["dit_steps_round2"] == cfg.dit_steps_round2
+    assert load_dit(tmp_path / MODEL_FILES["dit"]).cfg == cfg.dit
+    with pytest.raises(ValueError, match="stage 'all'"):
+        run(tmp_path, cfg, "all")

@@ -8,7 +8,7 @@ import torch
 from tests._temporal_synth import one_thread
 from wan_core.demo.captions import parse_caption
 from wan_core.demo.evaluate import encode_scene, held_out_cases
-from wan_core.demo.train import TrainConfig
+from wan_core.demo.training.config import TrainConfig
 from wan_core.demo.word_response import ATTRIBUTES, format_response, word_response
 from wan_core.latent_format import normalize_latents
 from wan_core.vae import WanVAE

@@ -30,7 +30,8 @@ def demo_files(root: str | Path | None = None):
     missing = [str(p) for p in paths.values() if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"demo model files missing: {missing}; they ship with the pack under models/ "
-                                "(re-create them with `python -m wan_core.demo.train --out models`)")
+                                "(re-create them with the four `python -m wan_core.demo.train` commands "
+                                "in docs/demo_model.md)")
     return ModelFiles(dit=paths["dit"], vae=paths["vae"], text_encoder=paths["text_encoder"], layout="comfyui")
 
 

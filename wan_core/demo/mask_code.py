@@ -30,8 +30,8 @@ def check_channels(channels: int, z_dim: int) -> int:
     the 16-pixel latent pixel and leaves latent channels for the colours."""
     side = math.isqrt(max(channels, 0))
     if channels <= 0 or side * side != channels or STRIDE % side or channels >= z_dim:
-        raise ValueError(f"vae_mask_channels={channels}: use 0 (off) or a square number whose root divides "
-                         f"{STRIDE} and that is below z_dim {z_dim}: 1, 4 (8 px sub-blocks) or 16 (4 px)")
+        raise ValueError(f"vae_mask_channels={channels}: use a square number whose root divides {STRIDE} and that "
+                         f"is below z_dim {z_dim}: 1, 4 (8 px sub-blocks) or 16 (4 px, the shipped VAE)")
     return side
 
 

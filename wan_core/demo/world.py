@@ -202,19 +202,6 @@ def _grid_and_paths(scene: Scene):
     return torch.arange(W, dtype=torch.float32) + 0.5, torch.arange(H, dtype=torch.float32) + 0.5, paths
 
 
-def shape_difference(scene: Scene) -> torch.Tensor:
-    """[T, H, W] in 0..1: where the shape word matters. Per pixel, the largest minus the smallest coverage any of
-    SHAPES would give an object on its exact path (max over the objects): 0 where every shape agrees (far outside,
-    deep inside), up to 1 at a square's corners or a triangle's flanks."""
-    short = min(scene.width, scene.height)
-    xs, ys, paths = _grid_and_paths(scene)
-    out = torch.zeros(scene.frames, scene.height, scene.width)
-    for o, (cx, cy) in zip(scene.objects, paths):
-        alphas = torch.stack([_shape_alpha(s, xs, ys, cx, cy, o.size * short) for s in SHAPES])  # [S, T, H, W]
-        out = torch.maximum(out, alphas.amax(dim=0) - alphas.amin(dim=0))
-    return out
-
-
 def background_image(scene: Scene) -> torch.Tensor:
     """[H, W, 3] background of a scene (two-tone: the lower 45% is darker, or lighter for black)."""
     base = torch.tensor(BACKGROUND_COLOURS[scene.background])
