@@ -240,6 +240,7 @@ class ComfyHost(StandaloneHost):
         self._fp = folder_paths
         self.previews, self.last_preview = False, None
         self.register_pack_models()
+        self.install_example_inputs()
 
     @property
     def _mm(self):
@@ -252,6 +253,21 @@ class ComfyHost(StandaloneHost):
         for folder in MODEL_FOLDERS:
             if (PACK_DIR / "models" / folder).is_dir():
                 self._fp.add_model_folder_path(folder, str(PACK_DIR / "models" / folder))
+
+    def install_example_inputs(self) -> None:
+        """Copy the start images the shipped image-to-video workflows load (workflows/*.png) into ComfyUI's input
+        folder, so LoadImage finds them; an existing file of the same name is left alone."""
+        import shutil
+
+        try:
+            target = Path(self._fp.get_input_directory())
+            for src in sorted((PACK_DIR / "workflows").glob("*.png")):
+                if not (target / src.name).exists():
+                    target.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(src, target / src.name)
+        except OSError as e:  # a read-only input folder must not stop the pack from loading
+            log.warning("WanT2V: could not copy the example start images into ComfyUI's input folder (%s); "
+                        "upload workflows/*.png with LoadImage's upload button instead", e)
 
     def list_models(self, folder: str) -> list[str]:
         return [n for n in self._fp.get_filename_list(folder) if n.endswith(MODEL_EXTENSIONS)]

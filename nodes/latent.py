@@ -5,9 +5,11 @@ import copy
 import logging
 
 from wan_core.geometry import MAX_FRAMES, MAX_SIDE
-from wan_core.latent_init import ASPECTS, TIERS, frames_from_seconds, init_latent, plan_latent, preset_size
+from wan_core.latent_init import (ASPECTS, TIERS, frames_from_seconds, init_image_latent, init_latent, plan_latent,
+                                   preset_size)
 
 from .common import declared_range_error
+from .host import get_host
 
 log = logging.getLogger(__name__)
 SIZES = (*TIERS, "custom")
@@ -32,17 +34,23 @@ _INPUTS = {"required": {
     "fps": ("FLOAT", {"default": 24.0, "min": 1.0, "max": 120.0, "step": 1.0, "tooltip": "Frames per second "
                       "used to turn seconds into frames (TI2V-5B is trained at 24)."}),
     "batch_size": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": "Videos generated at once."}),
+}, "optional": {
+    "start_image": ("IMAGE", {"tooltip": "Image-to-video: the video starts from this image (resized and "
+                              "centre-cropped to the size; one image). Needs the vae input."}),
+    "vae": ("WANT2V_VAE", {"tooltip": "Encodes the start image (the Wan2.2 VAE from WanT2V VAE Loader)."}),
 }}
 
 
 class WanT2VLatentInit:
-    DESCRIPTION = ("Makes an empty Wan2.2 video latent (native LATENT, 48 channels, /16). Any size works: it is "
+    DESCRIPTION = ("Makes a Wan2.2 video latent (native LATENT, 48 channels, /16). Any size works: it is "
                    "padded up to the model grid (32 px) and decode crops back to exactly the requested size. "
-                   "Frame counts snap to 4k+1; the info output says what was adjusted.")
+                   "Frame counts snap to 4k+1; the info output says what was adjusted. With a start image and "
+                   "the VAE it is image-to-video: the first latent frame holds the image and a noise_mask keeps it "
+                   "(ComfyUI's convention: the WanT2V sampler and native KSampler both honour it).")
     CATEGORY = "WanT2V"
     RETURN_TYPES = ("LATENT", "INT", "INT", "INT", "STRING")
     RETURN_NAMES = ("latent", "width", "height", "frames", "info")
-    OUTPUT_TOOLTIPS = ("Empty latent [B, 48, (frames-1)/4+1, H/16, W/16] with the crop recorded.",
+    OUTPUT_TOOLTIPS = ("Latent [B, 48, (frames-1)/4+1, H/16, W/16] with the crop recorded (+ image and noise_mask).",
                        "Final picture width.", "Final picture height.", "Final frame count (4k+1).",
                        "What was adjusted (frame snapping, padding).")
     FUNCTION = "init"
@@ -59,10 +67,19 @@ class WanT2VLatentInit:
             return f"seconds x fps = {seconds * fps:g} frames is above the maximum {MAX_FRAMES}; shorten the video"
         return True
 
-    def init(self, aspect, size, width, height, length_unit, frames, seconds, fps, batch_size):
+    def init(self, aspect, size, width, height, length_unit, frames, seconds, fps, batch_size, start_image=None,
+             vae=None):
         w, h = (width, height) if size == "custom" else preset_size(aspect, size)
         plan = plan_latent(w, h, _frames(length_unit, frames, seconds, fps))
         if plan.note:
             log.warning("WanT2V latent init: %s", plan.note)
-        return {"ui": {"text": [plan.note or f"{w}x{h}, {plan.frames} frames"]},
-                "result": (init_latent(plan, batch_size), w, h, plan.frames, plan.note)}
+        latent, note = init_latent(plan, batch_size), plan.note
+        if start_image is not None:
+            if vae is None:
+                raise ValueError("start_image is connected but vae is not: connect the WanT2V VAE Loader to the vae "
+                                 "input (it encodes the image), or disconnect start_image for text-to-video")
+            model = get_host().activate(vae, tuple(latent["samples"].shape))
+            latent, image_note = init_image_latent(plan, batch_size, start_image, model)
+            note = "; ".join(filter(None, (note, image_note)))
+        return {"ui": {"text": [note or f"{w}x{h}, {plan.frames} frames"]},
+                "result": (latent, w, h, plan.frames, note)}

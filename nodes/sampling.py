@@ -9,6 +9,7 @@ import copy
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from wan_core.i2v import NOISE_MASK, image_frames_from_mask
 from wan_core.pipeline import sample_latents
 from wan_core.sampling import SAMPLERS
 from wan_core.schedules import denoise_sigmas, flow_sigmas
@@ -36,7 +37,9 @@ _INPUTS = {"required": {
     "model": ("WANT2V_DIT", {"tooltip": "From the WanT2V model loader."}),
     "positive": ("CONDITIONING", {"tooltip": "Prompt embedding (WanT2V Text Encode or native CLIPTextEncode)."}),
     "negative": ("CONDITIONING", {"tooltip": "Negative prompt embedding (unused when cfg is 1)."}),
-    "latent": ("LATENT", {"tooltip": "From WanT2V Latent Init (or a native Wan2.2 48-channel latent)."}),
+    "latent": ("LATENT", {"tooltip": "From WanT2V Latent Init (or a native Wan2.2 48-channel latent); a start "
+                          "image's latent with its noise_mask (Latent Init with start_image, or native "
+                          "Wan22ImageToVideoLatent) makes it image-to-video."}),
     "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
                      "tooltip": "Noise seed; drawn on the CPU so a seed gives the same video on any device."}),
     "steps": ("INT", {"default": 50, "min": 1, "max": 1000, "tooltip": "Sampling steps (official 50)."}),
@@ -57,7 +60,8 @@ class WanT2VSampler:
     DESCRIPTION = ("Generates the video latent: flow matching with classifier-free guidance (official defaults: "
                    "UniPC, 50 steps, cfg 5, shift 5; 20-30 steps is a faster preset). Accepts native LATENT and "
                    "CONDITIONING. Reproducible per seed on any device. Stops with an error naming the step if the latent "
-                   "turns NaN/Inf (damaged weights, fp16 overflow), instead of a black video.")
+                   "turns NaN/Inf (damaged weights, fp16 overflow), instead of a black video. Image-to-video when the "
+                   "latent carries a start image and noise_mask: its frame stays the image, timestep 0 on it.")
     CATEGORY = "WanT2V"
     RETURN_TYPES = ("LATENT",)
     RETURN_NAMES = ("latent",)
@@ -80,10 +84,9 @@ class WanT2VSampler:
                temporal=None):
         host, options = get_host(), options or SamplerOptions()
         wrappers, hooks = build_temporal(temporal)  # ((), None) when absent or all off
-        if "noise_mask" in latent:
-            raise ValueError("this LATENT has a noise_mask (image-to-video); the WanT2V sampler does text-to-video only. "
-                             "Use WanT2V Latent Init, or native KSampler for image-to-video")
-        dit = host.activate(model, tuple(latent["samples"].shape))
+        shape = tuple(latent["samples"].shape)
+        ti = image_frames_from_mask(latent[NOISE_MASK], shape) if NOISE_MASK in latent else 0  # image-to-video
+        dit = host.activate(model, shape)
         device = next(dit.parameters()).device
         total = len(denoise_sigmas(flow_sigmas(steps, shift), denoise)) - 1
         samples = sample_latents(
@@ -91,5 +94,6 @@ class WanT2VSampler:
             conditioning_tensor(negative, "negative").to(device) if cfg != 1.0 else None,
             latent["samples"].to(device), seed=seed, steps=steps, cfg=cfg, shift=shift, sampler=sampler,
             denoise=denoise, callback=host.sampling_callback(total), model_wrappers=options.model_wrappers + wrappers,
-            hooks=combine_hooks(options.hooks, hooks), noise_transform=noise_transform(temporal))
+            hooks=combine_hooks(options.hooks, hooks), noise_transform=noise_transform(temporal),
+            image_latent=latent["samples"][:, :, :ti].to(device) if ti else None)
         return ({**latent, "samples": samples.to(host.intermediate_device())},)

@@ -210,3 +210,118 @@ def test_interrupt_mid_sampling_then_next_prompt_runs(comfy):
     assert interrupted["type"] == "execution_interrupted" and interrupted["data"]["node_id"] == "6"
     seen = _follow(url, _small_graph("seed=12"))
     assert seen["error"] is None and seen["history"]["status"]["status_str"] == "success"
+
+
+# --- image-to-video --------------------------------------------------------------------------------------------------
+API_I2V = ROOT / "workflows" / "api" / "wan22_ti2v_5B_i2v.json"
+UI_I2V = ROOT / "workflows" / "wan22_ti2v_5B_i2v.json"
+START = ROOT / "workflows" / "wan22_tiny_demo_start.png"
+
+
+def _latent_file(base, prefix: str) -> torch.Tensor:
+    from safetensors.torch import load_file
+
+    (path,) = (base / "output" / "contract").glob(f"{prefix}_*.latent")
+    return load_file(str(path))["latent_tensor"]
+
+
+def test_pack_copies_the_start_image_into_the_input_folder(comfy):
+    _, base = comfy
+    assert (base / "input" / START.name).read_bytes() == START.read_bytes()
+
+
+def test_native_wan22_i2v_latent_into_our_sampler_and_decode(comfy):
+    from wan_core.video import read_video
+
+    url, base = comfy
+    graph = _small_graph("seed=5")
+    graph.update({
+        "20": {"class_type": "VAELoader", "inputs": {"vae_name": NATIVE_VAE}},
+        "40": {"class_type": "LoadImage", "inputs": {"image": START.name}},
+        "41": {"class_type": "Wan22ImageToVideoLatent", "inputs": {
+            "vae": ["20", 0], "width": 64, "height": 64, "length": 9, "batch_size": 2, "start_image": ["40", 0]}},
+        "42": {"class_type": "WanT2VSampler", "inputs": {**graph["6"]["inputs"], "latent": ["41", 0]}},
+        "43": {"class_type": "WanT2VDecode", "inputs": {"vae": ["3", 0], "latent": ["42", 0], "tile_size": 0}},
+        "44": {"class_type": "WanT2VSaveVideo", "inputs": {"frames": ["43", 0], "fps": 24.0, "crf": 19,
+                                                           "filename_prefix": "contract/i2v_ours_on_native"}},
+        "45": {"class_type": "SaveLatent", "inputs": {"samples": ["42", 0],
+                                                      "filename_prefix": "contract/i2v_native_sampled"}},
+        "46": {"class_type": "SaveLatent", "inputs": {"samples": ["41", 0],
+                                                      "filename_prefix": "contract/i2v_native_input"}},
+    })
+    seen = _follow(url, graph)
+    assert seen["error"] is None, seen["error"]
+    video, _ = read_video(next((base / "output" / "contract").glob("i2v_ours_on_native_*.mp4")))
+    assert video.shape == (2 * 9, 64, 64, 3)
+    given, sampled = _latent_file(base, "i2v_native_input"), _latent_file(base, "i2v_native_sampled")
+    assert given.shape == sampled.shape == (2, 48, 3, 4, 4)
+    assert torch.equal(sampled[:, :, :1], given[:, :, :1])  # the start image's latent frame, bit for bit
+    assert not torch.allclose(sampled[:, :, 1:], given[:, :, 1:])
+
+
+def test_our_i2v_latent_into_native_ksampler(comfy):
+    from wan_core.video import read_video
+
+    url, base = comfy
+    graph = client.apply_overrides(client.load_workflow(API_I2V), [*SMALL, "Load Text Encoder.model_name=" + T5_4096])
+    graph.update({
+        "30": {"class_type": "UNETLoader", "inputs": {"unet_name": NATIVE_DIT, "weight_dtype": "default"}},
+        "31": {"class_type": "KSampler", "inputs": {
+            "model": ["30", 0], "positive": ["4", 0], "negative": ["4", 1], "latent_image": ["5", 0], "seed": 1,
+            "steps": 3, "cfg": 5.0, "sampler_name": "euler", "scheduler": "simple", "denoise": 1.0}},
+        "32": {"class_type": "WanT2VDecode", "inputs": {"vae": ["3", 0], "latent": ["31", 0], "tile_size": 0}},
+        "33": {"class_type": "WanT2VSaveVideo", "inputs": {"frames": ["32", 0], "fps": 24.0, "crf": 19,
+                                                           "filename_prefix": "contract/i2v_ksampler_on_ours"}},
+        "34": {"class_type": "SaveLatent", "inputs": {"samples": ["31", 0],
+                                                      "filename_prefix": "contract/i2v_ksampler_sampled"}},
+        "35": {"class_type": "SaveLatent", "inputs": {"samples": ["5", 0],
+                                                      "filename_prefix": "contract/i2v_ours_input"}},
+    })
+    for node in ("6", "7", "8"):  # drop our DiT branch: its tiny test DiT has a 32-wide text input
+        graph.pop(node)
+    seen = _follow(url, graph)
+    assert seen["error"] is None, seen["error"]
+    frames, _ = read_video(next((base / "output" / "contract").glob("i2v_ksampler_on_ours_*.mp4")))
+    assert frames.shape == (9, 40, 72, 3)  # our crop survives KSampler
+    given, sampled = _latent_file(base, "i2v_ours_input"), _latent_file(base, "i2v_ksampler_sampled")
+    # KSampler honours our noise_mask: frame 0 stays the image latent (up to its sampler's last-step rounding)
+    assert (sampled[:, :, :1] - given[:, :, :1]).abs().max() <= 1e-4 * given.abs().max()
+    assert (sampled[:, :, 1:] - given[:, :, 1:]).abs().max() > 0.1
+
+
+def test_i2v_workflow_through_client_uploads_the_image(comfy, tmp_path):
+    from PIL import Image
+
+    from wan_core.video import read_video
+
+    url, base = comfy
+    start = tmp_path / "my_start.png"
+    Image.new("RGB", (96, 54), (200, 30, 30)).save(start)
+    code = client.main([str(API_I2V), "--server", url, "--out", str(tmp_path / "out"), "--image", str(start),
+                        "--embed-ui", str(UI_I2V), *sum((["--set", s] for s in SMALL), [])])
+    assert code == 0
+    assert (base / "input" / "my_start.png").read_bytes() == start.read_bytes()
+    (mp4,) = (tmp_path / "out").glob("*.mp4")
+    frames, meta = read_video(mp4)
+    assert frames.shape == (9, 40, 72, 3)
+    assert json.loads(meta["prompt"])["10"]["inputs"]["image"] == "my_start.png"
+
+
+def test_demo_i2v_workflow_as_shipped_starts_from_the_shipped_image(comfy, tmp_path):
+    """The user's path: the demo image-to-video graph as shipped (only shorter), the pack's own demo model and the
+    start image the pack copied into input/; the video's first frame is that image (through the demo VAE)."""
+    import numpy as np
+    from PIL import Image
+
+    from wan_core.video import read_video
+
+    url, _ = comfy
+    api = ROOT / "workflows" / "api" / "wan22_tiny_demo_i2v.json"
+    code = client.main([str(api), "--server", url, "--out", str(tmp_path), "--set", "frames=9", "--set", "steps=4"])
+    assert code == 0
+    (mp4,) = tmp_path.glob("*.mp4")
+    frames, _ = read_video(mp4)
+    assert frames.shape == (9, 128, 128, 3)
+    start = np.asarray(Image.open(START).convert("RGB"), dtype=np.float64)
+    psnr = 10 * np.log10(255.0 ** 2 / ((frames[0] - start) ** 2).mean())
+    assert psnr > 20, f"first frame vs the start image: {psnr:.1f} dB"  # the demo VAE reconstructs it at 23.7 dB

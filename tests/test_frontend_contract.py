@@ -112,6 +112,8 @@ def shown(frontend, browser, request):
         unregistered = page.evaluate("(types) => types.filter(t => !window.LiteGraph.registered_node_types[t])",
                                      sorted({n["type"] for n in workflow["nodes"]}))
         result = page.evaluate(LOAD_JS, workflow)
+        if "zod schema" in (alert := page.evaluate("() => document.body.innerText")):  # the load alert, no page error
+            errors.append("frontend alert: " + alert[alert.find("Invalid workflow"):][:300])
         page.evaluate(FIT_JS)
         if shots := os.environ.get("FRONTEND_SHOTS_DIR"):
             Path(shots).mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,7 @@ import inspect
 import json
 import shutil
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,32 @@ WIDGET_TYPES = {"INT": int, "FLOAT": (int, float), "STRING": str, "BOOLEAN": boo
 MODEL_COMBOS = {"model_name"}  # file dropdowns: their choices depend on the user's folders
 
 
+class LoadImageStandIn:
+    """ComfyUI's native LoadImage as far as these tests need it: its input folder is workflows/ (the shipped start
+    image); returns IMAGE [1, H, W, 3] in 0..1 and MASK like the real node for an opaque RGB file."""
+
+    RETURN_TYPES = ("IMAGE", "MASK")
+    FUNCTION = "load_image"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"image": (sorted(p.name for p in (ROOT / "workflows").glob("*.png")),
+                                       {"image_upload": True})}}
+
+    def load_image(self, image):
+        import numpy as np
+        import torch
+        from PIL import Image
+
+        rgb = np.array(Image.open(ROOT / "workflows" / image).convert("RGB"), dtype=np.float32) / 255.0
+        return torch.from_numpy(rgb)[None], torch.zeros(1, *rgb.shape[:2])
+
+
+NATIVE = {"LoadImage": LoadImageStandIn}  # core ComfyUI nodes the shipped workflows use
+CLASSES = {**NODE_CLASS_MAPPINGS, **NATIVE}
+FRONTEND_WIDGETS = {"LoadImage": ("upload",)}  # widgets the frontend adds: in widgets_values, not in the API prompt
+
+
 def _inputs(cls) -> dict:
     spec = cls.INPUT_TYPES()
     return {**spec.get("required", {}), **spec.get("optional", {})}
@@ -45,15 +72,17 @@ def _check_value(where: str, kind, opts: dict, value, name: str):
 def validate_api(graph: dict) -> None:
     """What ComfyUI checks before queueing: known types, required inputs present, link types, widget values."""
     for node_id, node in graph.items():
-        cls = NODE_CLASS_MAPPINGS[node["class_type"]]
+        cls = CLASSES[node["class_type"]]
         spec = cls.INPUT_TYPES()
         for name in spec["required"]:
             assert name in node["inputs"], f"node {node_id}: missing required input {name}"
         declared = _inputs(cls)
         for name, value in node["inputs"].items():
+            if name in FRONTEND_WIDGETS.get(node["class_type"], ()):
+                continue
             kind, opts = declared[name]
             if isinstance(value, list):
-                src = NODE_CLASS_MAPPINGS[graph[value[0]]["class_type"]]
+                src = CLASSES[graph[value[0]]["class_type"]]
                 assert src.RETURN_TYPES[value[1]] == kind, f"node {node_id}.{name}: link type mismatch"
             else:
                 _check_value(f"node {node_id}", kind, opts, value, name)
@@ -70,7 +99,7 @@ def run_api(graph: dict, extra_pnginfo: dict | None = None) -> dict:
         if node_id in results:
             return results[node_id]
         node = graph[node_id]
-        cls = NODE_CLASS_MAPPINGS[node["class_type"]]
+        cls = CLASSES[node["class_type"]]
         kwargs = {k: (run(v[0])[v[1]] if isinstance(v, list) else v) for k, v in node["inputs"].items()}
         hidden = cls.INPUT_TYPES().get("hidden", {})
         kwargs.update({k: {"PROMPT": graph, "EXTRA_PNGINFO": extra_pnginfo}[v] for k, v in hidden.items()})
@@ -128,14 +157,15 @@ def test_api_workflow_validates_and_runs(path, models_dir, tmp_path):
 @pytest.mark.parametrize("path", UI_FILES, ids=lambda p: p.name)
 def test_ui_workflow_matches_node_definitions(path):
     ui = json.loads(path.read_text())
+    assert str(uuid.UUID(ui["id"])) == ui["id"], f"{path.name}: id {ui['id']!r} is not a UUID (the frontend warns)"
     links = {link[0]: link for link in ui["links"]}
     by_id = {n["id"]: n for n in ui["nodes"]}
     for node in ui["nodes"]:
         where = f"{path.name} node {node['id']} ({node['type']})"
         if node["type"] in FRONTEND_ONLY:
             continue
-        assert node["type"] in NODE_CLASS_MAPPINGS, f"{where}: unknown node type"
-        cls = NODE_CLASS_MAPPINGS[node["type"]]
+        assert node["type"] in CLASSES, f"{where}: unknown node type"
+        cls = CLASSES[node["type"]]
         values = list(node.get("widgets_values", []))
         sockets = {i["name"]: i for i in node.get("inputs", [])}
         optional = cls.INPUT_TYPES().get("optional", {})
@@ -149,6 +179,7 @@ def test_ui_workflow_matches_node_definitions(path):
                     assert values.pop(0) in ("fixed", "increment", "decrement", "randomize"), where
             else:
                 assert name in sockets and sockets[name]["type"] == kind, f"{where}: socket {name} missing/mistyped"
+        values = values[len(FRONTEND_WIDGETS.get(node["type"], ())):]
         assert not values, f"{where}: {len(values)} widget values left over: {values}"
         for i, out in enumerate(node["outputs"]):
             assert out["type"] == cls.RETURN_TYPES[i], f"{where}: output {i} type"
@@ -170,6 +201,8 @@ def test_ui_and_api_formats_agree(path):
     for node_id, node in api.items():
         widgets = [v for v in node["inputs"].values() if not isinstance(v, list)]
         ui_values = [v for v in ui[node_id]["widgets_values"] if v not in ("randomize", "fixed")]
+        if extra := FRONTEND_WIDGETS.get(node["class_type"]):
+            ui_values = ui_values[:-len(extra)]  # the frontend does not send its own widgets (LoadImage's upload)
         assert widgets == ui_values, f"node {node_id}: API and UI widget values differ"
         title = ui[node_id].get("title") or NODE_DISPLAY_NAME_MAPPINGS[node["class_type"]]
         assert node["_meta"]["title"] == title, f"node {node_id}: API title differs from the UI's (client --set keys)"

@@ -24,6 +24,7 @@ TITLE_WORDS = {
     "WanT2VVideoMetrics": [("metrics",)],
     "WanT2VFrameInterpolate": [("interpolat",)],
     "WanT2VDeflicker": [("deflicker",)],
+    "LoadImage": [("load",), ("image",)],  # ComfyUI's own node (image-to-video start image)
     "Note": [("note",)],
     "MarkdownNote": [("note",)],
 }

@@ -9,6 +9,7 @@ import json
 import logging
 import sys
 import time
+from pathlib import Path
 
 from .config import SamplingConfig
 from .geometry import validate_request
@@ -17,9 +18,14 @@ log = logging.getLogger("wan_core")
 
 
 def _add_generate(sub):
-    p = sub.add_parser("generate", help="text -> mp4 (the embedded tiny demo model unless model files are given)")
+    p = sub.add_parser("generate", help="text (+ start image) -> mp4 (the embedded tiny demo model unless model files "
+                                        "are given)")
     p.add_argument("prompt", help="the prompt, English or Simplified Chinese")
     p.add_argument("-o", "--output", default="out.mp4", help="mp4 path (default: out.mp4)")
+    p.add_argument("--image", action="append", default=None, metavar="PNG",
+                   help="image-to-video: the video starts from this image (resized and centre-cropped to the video "
+                        "size; its name and sha256 go into the mp4's metadata)")
+    p.add_argument("--end-image", default=None, metavar="PNG", help=argparse.SUPPRESS)  # refused with a message
     p.add_argument("--negative-prompt", default=None, help="default: the official Wan negative prompt")
     for name, kind, hint in (("width", int, "multiple of 32"), ("height", int, "multiple of 32"),
                              ("frames", int, "4k+1"), ("fps", float, ""), ("steps", int, ""),
@@ -118,6 +124,7 @@ def cmd_generate(args) -> int:
 
         temporal = TemporalOptions.parse(args.temporal)
     validate_request(s.width, s.height, s.num_frames)  # fail before loading models
+    image, image_meta = _start_image(args, s)
     print(line, flush=True)
     device = pick_device(args.device)
     dtype = {None: None, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
@@ -131,7 +138,7 @@ def cmd_generate(args) -> int:
     bar = tqdm(total=settings["num_inference_steps"], desc="sampling", unit="step", disable=None)
     try:
         frames = pipe(args.prompt, args.negative_prompt, callback=lambda d: bar.update(1), temporal=temporal,
-                      deflicker=args.deflicker, **settings)
+                      deflicker=args.deflicker, image=image, **settings)
     except NonFiniteError as e:
         raise NonFiniteError(f"{e} No file was written. The files used: DiT {files.dit}, VAE {files.vae}.") from None
     finally:
@@ -143,12 +150,27 @@ def cmd_generate(args) -> int:
     params = dict(prompt=args.prompt, negative_prompt=args.negative_prompt, fps=fps, interpolate=args.interpolate,
                   temporal=temporal.describe() if temporal else "off", deflicker=args.deflicker,
                   model="demo" if use_demo else {k: getattr(args, k) for k in ("model_dir", "dit", "vae", "text_encoder")},
-                  **settings)
+                  **settings, **image_meta)
     out = write_mp4(frames, args.output, fps=fps, crf=args.crf,
                     metadata={"comment": "made with wan_core", "wan_t2v_parameters": json.dumps(params, ensure_ascii=False)})
     print(f"wrote {out} ({frames.shape[0]} frames, {frames.shape[2]}x{frames.shape[1]}, {fps:g} fps) "
           f"in {time.perf_counter() - start:.1f} s")
     return 0
+
+
+def _start_image(args, s: SamplingConfig):
+    """(the loaded start image or None, its metadata entries) for --image; refuses --end-image and several images."""
+    from .image import END_IMAGE, SEVERAL_FRAMES, file_sha256, load_image
+
+    if args.end_image:
+        raise ValueError(f"--end-image {args.end_image}: {END_IMAGE}")
+    if not args.image:
+        return None, {}
+    if len(args.image) > 1:
+        raise ValueError(f"--image given {len(args.image)} times: " + SEVERAL_FRAMES.format(n=len(args.image)))
+    path = args.image[0]
+    image = load_image(path)  # a missing or unreadable file fails before any model loads
+    return image, {"image": Path(path).name, "image_sha256": file_sha256(path), "image_size": list(image.size)}
 
 
 def cmd_info(args) -> int:
@@ -215,7 +237,7 @@ def main(argv=None) -> int:
 
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, OSError, NonFiniteError) as e:  # user-facing: message only, no traceback
+    except (ValueError, FileNotFoundError, OSError, ImportError, NonFiniteError) as e:  # user-facing: message only, no traceback
         if args.verbose:
             raise
         print(f"error: {e}", file=sys.stderr)

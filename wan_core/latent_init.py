@@ -5,7 +5,9 @@ the crop box is recorded next to the latent, and decoded frames are cropped back
 Frame counts snap to 4k+1 (the causal VAE's rule) with a note the caller can show.
 
 LATENT layout (ComfyUI's native dict): ``{"samples": [B, 48, T', Hp/16, Wp/16]}`` in raw Wan2.2-VAE space, plus
-``CROP_KEY: (top, left, height, width)`` in pixels of the padded canvas.
+``CROP_KEY: (top, left, height, width)`` in pixels of the padded canvas. With a start image (image-to-video,
+`init_image_latent`) the first latent frame holds the image latent and ``noise_mask`` [B, 1, T', h, w] is 0 there,
+1 elsewhere: ComfyUI's own convention, so native KSampler samples it as Wan22ImageToVideoLatent's output.
 """
 from __future__ import annotations
 
@@ -91,6 +93,25 @@ def init_latent(plan: LatentPlan, batch_size: int = 1, *, vae: VaeGeometry = WAN
         raise ValueError(f"batch_size must be a positive integer (got {batch_size!r})")
     shape = latent_shape(plan.frames, plan.padded_height, plan.padded_width, vae, batch=batch_size)
     return {"samples": torch.zeros(shape), CROP_KEY: plan.crop}
+
+
+def init_image_latent(plan: LatentPlan, batch_size: int, image, vae, *, geometry: VaeGeometry = WAN22_VAE
+                      ) -> tuple[dict, str]:
+    """An image-to-video LATENT dict for the plan: the start image resized (LANCZOS) and centre-cropped to the requested
+    picture, edge-padded to the canvas, VAE-encoded into the first latent frame, with noise_mask and crop recorded.
+
+    image: one start image (ComfyUI IMAGE [1, H, W, 3] in 0..1, a Pillow image or an array; a batch of several is
+    refused); vae: a WanVAE on the device to encode on. Returns (latent, note on what was adjusted or "")."""
+    from .i2v import noise_mask, start_latent
+    from .image import encode_image, pad_to_canvas, prepare_image
+
+    empty = init_latent(plan, batch_size, vae=geometry)
+    pixels, note = prepare_image(image, plan.width, plan.height)  # [1, 3, 1, h, w] in -1..1
+    pixels = pad_to_canvas(pixels, plan.crop, (plan.padded_height, plan.padded_width))
+    image_latent = encode_image(vae, pixels)  # [1, 48, 1, Hp/16, Wp/16] raw
+    b, _, t, h, w = empty["samples"].shape
+    latent = {"samples": start_latent(image_latent, t, b), "noise_mask": noise_mask(b, t, h, w), CROP_KEY: plan.crop}
+    return latent, note
 
 
 def latent_crop(latent: dict, *, vae: VaeGeometry = WAN22_VAE) -> tuple[int, int, int, int]:

@@ -1,7 +1,9 @@
-"""Text -> video: encode prompts -> seeded noise -> flow-matching sampling with CFG -> VAE decode.
+"""Text (+ start image) -> video: encode prompts -> seeded noise -> flow-matching sampling with CFG -> VAE decode.
 
 `sample_latents` is the building block the ComfyUI sampler node calls; `WanT2VPipeline` is the diffusers-like front end.
-Parity with diffusers `WanPipeline` on tiny random weights: tests/test_pipeline_parity.py.
+Image-to-video (a start image fixing the first latent frame) is wan_core.i2v's conditioning on the same loop.
+Parity with diffusers `WanPipeline` on tiny random weights: tests/test_pipeline_parity.py; image-to-video against
+diffusers `WanImageToVideoPipeline` and the official loop: tests/test_i2v_parity.py.
 """
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ from .config import OFFICIAL_DEFAULTS, SamplingConfig
 from .geometry import WAN22_VAE, latent_shape, validate_request
 from .guard import check_finite, finite_guard
 from .guidance import cfg_velocity_fn
+from .i2v import check_image_latent, image_model_fn, impose, token_timesteps
+from .image import END_IMAGE, encode_image, prepare_image
 from .latent_format import denormalize_latents, normalize_latents
 from .noise import initial_noise
 from .param import FlowParam
@@ -46,12 +50,19 @@ def _batch(context: torch.Tensor, batch: int) -> torch.Tensor:
     return context.expand(batch, *context.shape[1:])
 
 
-def dit_velocity_fn(dit: torch.nn.Module, context: torch.Tensor, *, hooks=None) -> Callable:
-    """velocity_fn(x [B,C,T,H,W], sigma [B]) calling the DiT with t = trunc(sigma * 1000)."""
+def dit_velocity_fn(dit: torch.nn.Module, context: torch.Tensor, *, hooks=None, image_frames: int = 0) -> Callable:
+    """velocity_fn(x [B,C,T,H,W], sigma [B]) calling the DiT with t = trunc(sigma * 1000).
+
+    image_frames > 0 (image-to-video): per-token t [B, L], 0 on the tokens of the first image_frames latent frames."""
+    pf, ph, pw = tuple(getattr(dit, "cfg").patch_size) if image_frames else (1, 1, 1)
 
     def velocity(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         ctx = _batch(context, x.shape[0]).to(x.device)
-        return dit(x, sigma_to_timestep(sigma).to(x.device), ctx, hooks=hooks)
+        t = sigma_to_timestep(sigma).to(x.device)  # [B]
+        if image_frames:
+            grid = (x.shape[2] // pf, x.shape[3] // ph, x.shape[4] // pw)
+            t = token_timesteps(t, grid, -(-image_frames // pf))  # [B, L]
+        return dit(x, t, ctx, hooks=hooks)
 
     return velocity
 
@@ -62,7 +73,8 @@ def sample_latents(dit: torch.nn.Module, context: torch.Tensor, neg_context: tor
                    sampler: str = "unipc", schedule: str = "official", denoise: float = 1.0,
                    sigmas: torch.Tensor | None = None, noise: torch.Tensor | None = None,
                    callback: Callable | None = None, model_wrappers: Sequence[ModelWrapper] = (),
-                   hooks=None, noise_transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+                   hooks=None, noise_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                   image_latent: torch.Tensor | None = None) -> torch.Tensor:
     """Sample a raw (VAE-space) latent [B, C, T, H, W] like `latent_raw` (its values are used only when denoise < 1).
 
     context/neg_context: [1 or B, L, text_dim] prompt embeddings (zero-padded). `sigmas` overrides steps/shift/schedule/denoise.
@@ -70,10 +82,14 @@ def sample_latents(dit: torch.nn.Module, context: torch.Tensor, neg_context: tor
     noise_transform: applied to the seeded (or given) initial noise, e.g. a temporally correlated noise prior.
     Every step's x0 estimate is checked for NaN/Inf (wan_core.guard): the first one raises NonFiniteError naming the
     step and sigma, before `callback` sees it.
+    image_latent: image-to-video, a raw VAE latent [1 or B, C, Ti, H, W] of the start image (wan_core.image
+    encode_image): the first Ti latent frames start as it, their tokens get timestep 0, it is imposed on every model
+    input and x0 estimate (wan_core.i2v) and the returned latent's first Ti frames equal it exactly.
     """
     if cfg < 0:
         raise ValueError(f"cfg (guidance scale) must be >= 0 (got {cfg}); 5.0 is the official value, 1.0 disables guidance")
     sample = get_sampler(sampler)
+    image = None if image_latent is None else check_image_latent(image_latent, tuple(latent_raw.shape))
     explicit_sigmas = sigmas
     if sigmas is None:
         sigmas = denoise_sigmas(flow_sigmas(steps, shift, kind=schedule), denoise)
@@ -87,16 +103,23 @@ def sample_latents(dit: torch.nn.Module, context: torch.Tensor, neg_context: tor
     else:  # partial denoise of a given latent (video-to-video), ComfyUI's convention
         check_finite(latent_raw, "in the latent given to the sampler", "input")
         x = FlowParam.noise_scaling(float(sigmas[0]), noise, normalize_latents(latent_raw.float()))
-    cond = dit_velocity_fn(dit, context, hooks=hooks)
-    uncond = dit_velocity_fn(dit, neg_context, hooks=hooks) if neg_context is not None else None
+    ti = 0 if image is None else image.shape[2]
+    if image is not None:
+        image_norm = normalize_latents(image.to(x.device))  # model space, as the official VAE encode returns it
+        x = impose(x, image_norm)
+    cond = dit_velocity_fn(dit, context, hooks=hooks, image_frames=ti)
+    uncond = dit_velocity_fn(dit, neg_context, hooks=hooks, image_frames=ti) if neg_context is not None else None
     if uncond is None and cfg != 1.0:
         raise ValueError(f"cfg={cfg} needs a negative prompt embedding; pass one or set cfg to 1.0")
     model_fn = FlowParam.wrap(cfg_velocity_fn(cond, uncond, cfg))
     for wrap in model_wrappers:
         model_fn = wrap(model_fn, sigmas)
+    if image is not None:  # outermost: temporal wrappers see the imposed latent, their x0 gets the image back
+        model_fn = image_model_fn(model_fn, image_norm)
     dtype = next(dit.parameters()).dtype
     x0 = sample(model_fn, x, sigmas, callback=finite_guard(sigmas, callback, dtype=dtype))  # raises NonFiniteError
-    return denormalize_latents(check_finite(x0, "after the last step", "sampling", dtype))
+    out = denormalize_latents(check_finite(x0, "after the last step", "sampling", dtype))
+    return out if image is None else impose(out, image.to(out.device))  # the given raw values, bit for bit
 
 
 @dataclass
@@ -172,7 +195,8 @@ class WanT2VPipeline:
                  num_inference_steps: int | None = None, guidance_scale: float | None = None,
                  shift: float | None = None, seed: int = 0, sampler: str | None = None, schedule: str | None = None,
                  callback: Callable | None = None, output_type: str = "pt", decode_tile=None,
-                 model_wrappers: Sequence[ModelWrapper] = (), hooks=None, temporal=None, deflicker: float = 0.0):
+                 model_wrappers: Sequence[ModelWrapper] = (), hooks=None, temporal=None, deflicker: float = 0.0,
+                 image=None, end_image=None):
         """Generate video(s): frames [T, H, W, 3] float in 0..1 for one prompt, [B, T, H, W, 3] for a list.
 
         Size, length, steps, guidance, shift, sampler and schedule left at None take `self.defaults` (the loaded
@@ -182,6 +206,10 @@ class WanT2VPipeline:
             correlated initial noise); None = off.
         deflicker: strength 0..1 of the motion-compensated deflicker applied to the decoded frames
             (wan_core.temporal.deflicker); 0 = off.
+        image: image-to-video start image (a Pillow image, an [H, W, 3] uint8 array/tensor or float one in 0..1, or a
+            file path): resized (LANCZOS) and centre-cropped to width x height (wan_core.image), VAE-encoded, and the
+            video's first frame is fixed to it (wan_core.i2v). None = text-to-video. end_image is refused (the
+            released weights condition on the first frame only).
         Raises NonFiniteError (wan_core.guard) when sampling or decoding produces NaN/Inf.
         """
         s = self.defaults.merged(width=width, height=height, num_frames=num_frames, steps=num_inference_steps,
@@ -194,6 +222,9 @@ class WanT2VPipeline:
 
             check_strength(deflicker)
         validate_request(width, height, num_frames, WAN22_VAE, tuple(self.dit.cfg.patch_size))
+        if end_image is not None:
+            raise ValueError(END_IMAGE)
+        pixels = None if image is None else prepare_image(image, width, height)[0]  # before any model runs
         shape_noise = None
         if temporal is not None:
             from .temporal.options import build, combine_hooks, noise_transform
@@ -205,11 +236,15 @@ class WanT2VPipeline:
         batch = context.shape[0]
         device = self.device if self.device is not None else next(self.dit.parameters()).device
         latent = torch.zeros(latent_shape(num_frames, height, width, WAN22_VAE, batch), device=device)
+        image_latent = None
+        if pixels is not None:
+            with self._stage(self.vae):
+                image_latent = encode_image(self.vae, pixels).to(device)  # [1, 48, 1, H/16, W/16] raw
         with self._stage(self.dit):
             z = sample_latents(self.dit, context, neg if s.guidance_scale != 1.0 else None, latent, seed=seed,
                                steps=s.steps, cfg=s.guidance_scale, shift=s.shift, sampler=s.sampler,
                                schedule=s.schedule, callback=callback, model_wrappers=model_wrappers, hooks=hooks,
-                               noise_transform=shape_noise)
+                               noise_transform=shape_noise, image_latent=image_latent)
         if output_type == "latent":
             return z
         with self._stage(self.vae):

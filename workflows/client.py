@@ -4,7 +4,8 @@
         --set "Prompt.prompt=a red fox running through snow" --set seed=7 --set Sampler.steps=30 --out results/
 
 `--set KEY=VALUE`: KEY is `<node title or id>.<input>` or a bare input name that exactly one node has; VALUE keeps
-the type of the value it replaces (numbers, booleans, JSON for lists). The workflow is queued with POST /prompt,
+the type of the value it replaces (numbers, booleans, JSON for lists). `--image start.png` (image-to-video
+workflows) uploads the file through POST /upload/image and points the graph's LoadImage node at it. The workflow is queued with POST /prompt,
 progress is read from the /ws websocket (falls back to polling /history), outputs are downloaded via /view.
 Exit status: 0 on success, 1 when the server rejects or fails the workflow (its message is printed), 2 for usage errors.
 """
@@ -87,6 +88,38 @@ def apply_overrides(graph: dict, assignments: list[str]) -> dict:
         except ValueError as e:
             raise ValueError(f"--set {key}: {e}") from None
     return graph
+
+
+def set_image(graph: dict, name: str) -> dict:
+    """A copy of `graph` whose one LoadImage node reads `name` (a file in the server's input folder)."""
+    ids = [i for i, n in graph.items() if n["class_type"] == "LoadImage"]
+    if len(ids) != 1:
+        raise ValueError(f"--image: the workflow has {len(ids)} LoadImage nodes, --image needs exactly one; "
+                         "use an image-to-video workflow (e.g. workflows/api/wan22_tiny_demo_i2v.json) or "
+                         "--set <title>.image=NAME for a file already on the server")
+    graph = json.loads(json.dumps(graph))
+    graph[ids[0]]["inputs"]["image"] = name
+    return graph
+
+
+def upload_image(server: str, path: str | os.PathLike, timeout: float = 60.0) -> str:
+    """POST the file to /upload/image (multipart form, the server's input folder, overwriting a file of the same
+    name); returns the name LoadImage takes ("subfolder/name" when the server files it in a subfolder)."""
+    path = Path(path)
+    boundary = uuid.uuid4().hex
+    parts = [(f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n').encode()
+             for k, v in (("type", "input"), ("overwrite", "true"))]
+    parts.append((f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{path.name}"\r\n'
+                   "Content-Type: application/octet-stream\r\n\r\n").encode() + path.read_bytes() + b"\r\n")
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    req = urllib.request.Request(server.rstrip("/") + "/upload/image", data=body,
+                                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            answer = json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        raise WorkflowError(f"upload of {path.name} refused ({e.code}): {e.read().decode(errors='replace')}") from None
+    return f"{answer['subfolder']}/{answer['name']}" if answer.get("subfolder") else answer["name"]
 
 
 # HTTP ----------------------------------------------------------------------------------------------------------------
@@ -274,15 +307,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-ws", action="store_true", help="poll /history instead of using the websocket")
     parser.add_argument("--embed-ui", metavar="UI_JSON", help="UI-format workflow to embed in saved files (so "
                                                               "dropping the output into ComfyUI reloads the graph)")
+    parser.add_argument("--image", metavar="PNG", help="start image for an image-to-video workflow: uploaded to the "
+                                                       "server's input folder and set on the LoadImage node")
     args = parser.parse_args(argv)
     try:
         graph = apply_overrides(load_workflow(args.workflow), args.sets)
         extra = {"extra_pnginfo": {"workflow": json.loads(Path(args.embed_ui).read_text(encoding="utf-8"))}} \
             if args.embed_ui else None
+        if args.image:
+            if not Path(args.image).is_file():
+                raise ValueError(f"--image {args.image}: file not found; give the path of a PNG/JPEG file")
+            graph = set_image(graph, Path(args.image).name)  # checks the graph before anything is uploaded
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:
+        if args.image:
+            graph = set_image(graph, upload_image(args.server, args.image))
         files = run(args.server, graph, Path(args.out), timeout=args.timeout, use_ws=not args.no_ws,
                     extra_data=extra)
     except (WorkflowError, TimeoutError, OSError) as e:
