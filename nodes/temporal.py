@@ -118,8 +118,9 @@ class WanT2VFrameInterpolate:
 
 class WanT2VDeflicker:
     DESCRIPTION = ("Motion-compensated deflicker of decoded frames: each frame is averaged with its flow-warped "
-                   "neighbours where the flow's forward-backward check and the colours agree, on the coarse "
-                   "frequencies only, so fine texture and motion stay. Weight-free; place it after VAE Decode.")
+                   "neighbours where the flow's forward-backward check and a strict colour check agree (four passes along "
+                   "the same flows), so occluded or mismatched pixels and motion stay. Weight-free; place it after "
+                   "VAE Decode.")
     CATEGORY = "WanT2V"
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("frames",)

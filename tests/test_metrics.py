@@ -54,3 +54,24 @@ def test_downscaled_analysis_reports_input_pixels(clip):
 def test_bad_layout_is_rejected(clip):
     with pytest.raises(ValueError, match=r"\[T, H, W, 3\]"):
         video_metrics(clip.permute(0, 3, 1, 2))
+
+
+def test_benchmark_independent_metric_ranks_a_flickering_copy_worse_and_measures_a_pan(clip):
+    """benchmarks/bench_temporal.py's second metric (OpenCV Farneback flow, a benchmark-only requirement)."""
+    pytest.importorskip("cv2", reason="opencv-python-headless is a benchmark-only requirement "
+                        "(pip install -r benchmarks/requirements.txt)")
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from bench_temporal import farneback_metrics, parse_seeds
+
+    u8 = lambda x: (x * 255).round().to(torch.uint8).numpy()  # noqa: E731
+    g = torch.Generator().manual_seed(0)
+    boiling = (clip + 0.03 * torch.randn(clip.shape, generator=g)).clamp(0, 1)
+    base, bo = farneback_metrics(u8(clip)), farneback_metrics(u8(boiling))
+    print(base, bo)
+    assert bo["cv_warping_error"] > 3 * base["cv_warping_error"]
+    assert abs(base["cv_motion_mean"] - 5**0.5) < 0.5  # (2, 1) px per frame
+    assert base["cv_valid"] > 0.8
+    assert parse_seeds("0-1,4") == [0, 1, 4] and parse_seeds("4-7") == [4, 5, 6, 7]

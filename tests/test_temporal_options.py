@@ -170,9 +170,9 @@ def test_sampler_node_accepts_the_temporal_input(tmp_path):
 # --- the shipped demo model ------------------------------------------------------------------------------------
 
 # The recommended setting, the "on" preset plus the deflicker, on one held-out benchmark case of the shipped demo
-# model. In the benchmark (python benchmarks/bench_temporal.py --temporal "on,deflicker=1" --seeds 2) it lowered the
-# warping error of all 48 videos (mean 0.69x) at motion 1.01x. The "on" preset alone helps less and not on every
-# video (0.93x on the previous demo model; on this case of the current one it does not), so it is not what this checks.
+# model (docs/temporal.md has the benchmark on the written mp4 files, with two metrics). The "on" preset alone helps
+# less and not on every video (0.93x on the previous demo model; on this case of the current one it does not), so it
+# is not what this checks.
 DEMO_PROMPT = "on a white background, an orange circle moving upward"  # a held-out benchmark case, 1:1, seed 0
 
 
@@ -182,7 +182,7 @@ def test_demo_model_options_lower_the_warping_error():
 
     missing = [name for name in DEMO_FILES.values() if not (PACK_ROOT / name).is_file()]
     if missing:
-        pytest.skip(f"demo model files not in the pack yet: {missing} (python -m wan_core.demo.train --out models)")
+        pytest.skip(f"demo model files not in the pack yet: {missing} (the training commands in docs/demo_model.md)")
     pipe = load_demo_pipeline()
     d = DEMO_DEFAULTS
     kw = dict(width=128, height=128, num_frames=d.num_frames, num_inference_steps=d.steps,
@@ -191,5 +191,5 @@ def test_demo_model_options_lower_the_warping_error():
     on = video_metrics(pipe(DEMO_PROMPT, temporal=PRESETS["on"], deflicker=1.0, **kw), max_side=128)
     print(f"warping error {plain['warping_error']:.3e} -> {on['warping_error']:.3e}, "
           f"motion {plain['motion_mean']:.3f} -> {on['motion_mean']:.3f}")
-    assert on["warping_error"] < 0.9 * plain["warping_error"]  # 0.82x measured here
+    assert on["warping_error"] < 0.9 * plain["warping_error"]  # 0.25x measured here
     assert on["motion_mean"] >= 0.8 * plain["motion_mean"]  # consistency not bought by freezing the video

@@ -13,6 +13,8 @@ displacement over the clip, in 8 directions or static) and its shape comes from 
     python -m wan_core.demo.evaluate --vae-only          # encode + decode of the true clips (the VAE's share)
     python -m wan_core.demo.evaluate --from-truth 0.4    # the true clip's latent re-noised (ComfyUI denoise 0.4)
                                                          # and denoised with the prompt: does the DiT keep it?
+    python -m wan_core.demo.evaluate --i2v               # image-to-video from each clip's first frame
+                                                         # (wan_core.demo.evaluate_i2v: + first-frame PSNR)
 """
 from __future__ import annotations
 
@@ -299,6 +301,9 @@ def main(argv=None) -> int:
     ap.add_argument("--vae-only", action="store_true", help="score encode + decode of the true clips")
     ap.add_argument("--from-truth", type=float, default=None, metavar="DENOISE",
                     help="re-noise the true clip's latent to DENOISE (0-1, ComfyUI convention) and denoise it")
+    ap.add_argument("--i2v", action="store_true",
+                    help="image-to-video: start from the first frame of each held-out clip; adds first-frame PSNR, "
+                         "colour+shape kept and direction (with --ground-truth: the true clips)")
     ap.add_argument("--seeds", type=int, default=2, help="seeds per held-out triple")
     ap.add_argument("--models", default=None, help="pack root holding models/ (default: this pack)")
     ap.add_argument("--steps", type=int, default=None)
@@ -310,6 +315,11 @@ def main(argv=None) -> int:
     torch.set_num_threads(max(1, args.threads))
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cases = held_out_cases(args.seeds)
+    if args.i2v and (args.vae_only or args.from_truth is not None):
+        raise SystemExit("--i2v samples from the start image; it does not combine with --vae-only or --from-truth "
+                         "(its output already prints the VAE's first-frame PSNR)")
+    if args.i2v:
+        return _main_i2v(args, cases)
     if args.ground_truth:
         gen = ground_truth
     else:
@@ -327,6 +337,23 @@ def main(argv=None) -> int:
     elapsed = time.perf_counter() - t0
     print(format_table(report))  # noqa: T201 - this is the CLI's output
     print(f"{len(cases) * len(LANGS)} videos in {elapsed:.1f} s")  # noqa: T201
+    return 0
+
+
+def _main_i2v(args, cases) -> int:
+    from .evaluate_i2v import evaluate_i2v, format_i2v, ground_truth_i2v, i2v_generator
+
+    vae = None
+    if args.ground_truth:
+        gen = ground_truth_i2v
+    else:
+        from . import load_demo_pipeline
+        pipe = load_demo_pipeline(args.models)
+        gen, vae = i2v_generator(pipe, steps=args.steps, cfg=args.cfg, shift=args.shift, sampler=args.sampler), pipe.vae
+    t0 = time.perf_counter()
+    report = evaluate_i2v(gen, cases, vae=vae)
+    print(format_i2v(report))  # noqa: T201 - this is the CLI's output
+    print(f"{len(cases) * len(LANGS)} videos in {time.perf_counter() - t0:.1f} s")  # noqa: T201
     return 0
 
 
