@@ -166,20 +166,25 @@ def test_native_vae_decode_on_our_latent_and_our_sampler_on_native_latent(comfy)
     assert native.shape == (9, 64, 96, 3)
 
 
+def _native_ksampler_branch(steps: int, sampler: str, prefix: str) -> dict:
+    """Nodes 30-33: native UNETLoader + KSampler on our conditioning (4) and latent (5), our decode (3) and save."""
+    return {
+        "30": {"class_type": "UNETLoader", "inputs": {"unet_name": NATIVE_DIT, "weight_dtype": "default"}},
+        "31": {"class_type": "KSampler", "inputs": {
+            "model": ["30", 0], "positive": ["4", 0], "negative": ["4", 1], "latent_image": ["5", 0], "seed": 1,
+            "steps": steps, "cfg": 5.0, "sampler_name": sampler, "scheduler": "simple", "denoise": 1.0}},
+        "32": {"class_type": "WanT2VDecode", "inputs": {"vae": ["3", 0], "latent": ["31", 0], "tile_size": 0}},
+        "33": {"class_type": "WanT2VSaveVideo", "inputs": {"frames": ["32", 0], "fps": 24.0, "crf": 19,
+                                                           "filename_prefix": prefix}},
+    }
+
+
 def test_native_ksampler_on_our_conditioning_and_latent(comfy):
     from wan_core.video import read_video
 
     url, base = comfy
     graph = _small_graph("Load Text Encoder.model_name=" + T5_4096)
-    graph.update({
-        "30": {"class_type": "UNETLoader", "inputs": {"unet_name": NATIVE_DIT, "weight_dtype": "default"}},
-        "31": {"class_type": "KSampler", "inputs": {
-            "model": ["30", 0], "positive": ["4", 0], "negative": ["4", 1], "latent_image": ["5", 0], "seed": 1,
-            "steps": 2, "cfg": 5.0, "sampler_name": "uni_pc", "scheduler": "simple", "denoise": 1.0}},
-        "32": {"class_type": "WanT2VDecode", "inputs": {"vae": ["3", 0], "latent": ["31", 0], "tile_size": 0}},
-        "33": {"class_type": "WanT2VSaveVideo", "inputs": {"frames": ["32", 0], "fps": 24.0, "crf": 19,
-                                                           "filename_prefix": "contract/ksampler_on_ours"}},
-    })
+    graph.update(_native_ksampler_branch(2, "uni_pc", "contract/ksampler_on_ours"))
     for node in ("6", "7", "8"):  # drop our DiT branch: its tiny test DiT has a 32-wide text input
         graph.pop(node)
     seen = _follow(url, graph)
@@ -264,14 +269,8 @@ def test_our_i2v_latent_into_native_ksampler(comfy):
 
     url, base = comfy
     graph = client.apply_overrides(client.load_workflow(API_I2V), [*SMALL, "Load Text Encoder.model_name=" + T5_4096])
+    graph.update(_native_ksampler_branch(3, "euler", "contract/i2v_ksampler_on_ours"))
     graph.update({
-        "30": {"class_type": "UNETLoader", "inputs": {"unet_name": NATIVE_DIT, "weight_dtype": "default"}},
-        "31": {"class_type": "KSampler", "inputs": {
-            "model": ["30", 0], "positive": ["4", 0], "negative": ["4", 1], "latent_image": ["5", 0], "seed": 1,
-            "steps": 3, "cfg": 5.0, "sampler_name": "euler", "scheduler": "simple", "denoise": 1.0}},
-        "32": {"class_type": "WanT2VDecode", "inputs": {"vae": ["3", 0], "latent": ["31", 0], "tile_size": 0}},
-        "33": {"class_type": "WanT2VSaveVideo", "inputs": {"frames": ["32", 0], "fps": 24.0, "crf": 19,
-                                                           "filename_prefix": "contract/i2v_ksampler_on_ours"}},
         "34": {"class_type": "SaveLatent", "inputs": {"samples": ["31", 0],
                                                       "filename_prefix": "contract/i2v_ksampler_sampled"}},
         "35": {"class_type": "SaveLatent", "inputs": {"samples": ["5", 0],
