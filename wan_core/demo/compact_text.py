@@ -22,7 +22,7 @@ def _embed(seq: torch.nn.Module, n_keep: int):
 
 
 def _cross(attn: torch.nn.Module, n_pad: int):
-    def forward(x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def forward(x: torch.Tensor, context: torch.Tensor, attention=None) -> torch.Tensor:  # training: always SDPA
         heads = attn.num_heads
         q = attn.norm_q(attn.q(x)).unflatten(2, (heads, -1)).transpose(1, 2)  # [B, H, L, D]
         k = attn.norm_k(attn.k(context)).unflatten(2, (heads, -1)).transpose(1, 2)  # [B, H, n_keep, D]

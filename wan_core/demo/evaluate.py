@@ -305,6 +305,8 @@ def main(argv=None) -> int:
                     help="image-to-video: start from the first frame of each held-out clip; adds first-frame PSNR, "
                          "colour+shape kept and direction (with --ground-truth: the true clips)")
     ap.add_argument("--seeds", type=int, default=2, help="seeds per held-out triple")
+    ap.add_argument("--first-seed", type=int, default=0,
+                    help="score seeds FIRST..FIRST+SEEDS-1 of each triple (e.g. 4: scenes no setting was picked on)")
     ap.add_argument("--models", default=None, help="pack root holding models/ (default: this pack)")
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--cfg", type=float, default=None)
@@ -314,7 +316,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(max(1, args.threads))
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    cases = held_out_cases(args.seeds)
+    if args.first_seed < 0 or args.seeds < 1:
+        raise SystemExit(f"--first-seed {args.first_seed} --seeds {args.seeds}: need first seed >= 0 and seeds >= 1")
+    cases = [c for c in held_out_cases(args.first_seed + args.seeds) if c.seed >= args.first_seed]
     if args.i2v and (args.vae_only or args.from_truth is not None):
         raise SystemExit("--i2v samples from the start image; it does not combine with --vae-only or --from-truth "
                          "(its output already prints the VAE's first-frame PSNR)")

@@ -5,6 +5,9 @@
     python -m wan_core.demo.train --out models --stage dit --budget-minutes 41 --threads 2
     python -m wan_core.demo.train --out models --stage vae3 --budget-minutes 8.5 --threads 2
     python -m wan_core.demo.train --out models --stage dit2 --budget-minutes 28 --threads 2
+    python -m wan_core.demo.train --out models --stage vae_i2v
+    python -m wan_core.demo.train --out models --stage vae_i2v --set vae_first_frame_weight=12
+    python -m wan_core.demo.train --out models --stage dit_i2v --dit-steps 300
 
 Stages, each on the files of the previous ones in --out (wan_core.demo.training holds the code):
 - vae: a tiny Wan2.2-family VAE (z_dim 48, with the mask code) in phases 0-2: 9-frame 96 px crops, whole clips, the
@@ -15,6 +18,10 @@ Stages, each on the files of the previous ones in --out (wan_core.demo.training 
   valid.
 - dit2: round 2 of the DiT + umT5 on the files in --out: shift 6, half the learning rate, the shape swap, the frame
   crop and a weight average.
+- vae_i2v: VAE phase 4, the decoder alone (latents and DiT stay valid), phase 3's loss plus whole first frames
+  decoded from their exact latents: an image-to-video video's first frame is the decoder's reading of the image.
+- dit_i2v: round 3 of the DiT + umT5 with the official image-to-video masking on a share of the batches (first latent
+  frame clean, timestep 0 on its tokens, no loss there), at a quarter of the learning rate.
 Step counts are fixed by the config; --budget-minutes only caps them (the steps done and the steps the learning-rate
 schedule was planned over are written into each file's metadata, with the config and the thread count). A DiT round
 re-planned by its time cap is replayed without a budget by --set dit_replan_steps=SCHEDULED, and
@@ -47,8 +54,8 @@ from .training.vae_stage import train_vae
 
 log = logging.getLogger(__name__)
 
-STAGES = ("vae", "dit", "vae3", "dit2")  # in the order the shipped files were made
-_VAE_PHASES = {"vae": (0, 1, 2), "vae3": (3,)}
+STAGES = ("vae", "dit", "vae3", "dit2", "vae_i2v", "dit_i2v")  # in the order the shipped files were made
+_VAE_PHASES = {"vae": (0, 1, 2), "vae3": (3,), "vae_i2v": (4,)}
 
 
 def file_training(path: Path) -> dict:
@@ -61,7 +68,7 @@ def file_training(path: Path) -> dict:
 
 def _vae_stage(out: Path, cfg: TrainConfig, stage: str, budget_minutes: float | None, config: str) -> dict:
     path = out / MODEL_FILES["vae"]
-    start = load_stage(path) if stage == "vae3" else None
+    start = load_stage(path) if stage != "vae" else None
     earlier = file_training(path) if start is not None else {}
     vae, info = train_vae(cfg, budget_minutes, vae=start, phases=_VAE_PHASES[stage])
     info = {**{k: v for k, v in earlier.items() if k not in info}, **info}  # a resumed file keeps its history
@@ -72,15 +79,19 @@ def _vae_stage(out: Path, cfg: TrainConfig, stage: str, budget_minutes: float | 
 def _dit_stage(out: Path, cfg: TrainConfig, stage: str, budget_minutes: float | None, config: str) -> dict:
     vae = load_stage(out / MODEL_FILES["vae"])
     t0 = time.perf_counter()
-    plan = dit_round(cfg, second=stage == "dit2")
-    resume = resume_dit(out) if stage == "dit2" else None  # round 2 continues the files in --out
+    plan = dit_round(cfg, second=stage == "dit2", i2v=stage == "dit_i2v")
+    resume = resume_dit(out) if stage != "dit" else None  # later rounds continue the files in --out
     tokenizer = resume[2] if resume else train_demo_tokenizer(cfg)
     swap = plan.swap_share > 0
-    pools = cache_latents(vae, cfg, budget_minutes and budget_minutes * (0.25 if swap else 0.15), swap_shapes=swap)
+    ccfg = replace(cfg, clips=cfg.i2v_clips) if stage == "dit_i2v" else cfg
+    pools = cache_latents(vae, ccfg, budget_minutes and budget_minutes * (0.25 if swap else 0.15), swap_shapes=swap)
     summary = {"latents": {"clips": sum(len(p) for p in pools.values()), "seconds": round(time.perf_counter() - t0)}}
     dit_minutes = budget_minutes and budget_minutes - (time.perf_counter() - t0) / 60
     dit, text_model, summary["dit"] = train_dit(cfg, pools, tokenizer, dit_minutes, plan=plan,
                                                 resume=resume and resume[:2])
+    earlier = file_training(out / MODEL_FILES["dit"]) if resume else {}
+    if stage == "dit_i2v":  # the DiT file keeps the record of the rounds before it
+        summary = {"rounds": {**earlier.get("rounds", {"round2": earlier}), "i2v": summary}}
     meta = {"training": json.dumps(summary), "round": str(plan.index), "train_config": config}
     save_dit(dit, out / MODEL_FILES["dit"], dtype=getattr(torch, cfg.dit_file_dtype), metadata=meta)
     save_text_encoder(text_model, tokenizer, out / MODEL_FILES["text_encoder"], metadata=meta)
@@ -123,7 +134,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--out", required=True, type=Path, help="pack models/ folder (or any folder) to write into")
     ap.add_argument("--stage", required=True, choices=STAGES,
                     help="vae: VAE phases 0-2; dit: tokenizer + DiT round 1; vae3: VAE phase 3 (decoder only, the "
-                         "latents and the DiT stay valid); dit2: DiT round 2 on the files in --out")
+                         "latents and the DiT stay valid); dit2: DiT round 2 on the files in --out; vae_i2v: VAE "
+                         "phase 4 (decoder only, first frames); dit_i2v: DiT round 3 with image-to-video masking")
     ap.add_argument("--budget-minutes", type=float, default=None, help="wall-time cap for the stage")
     ap.add_argument("--dit-steps", type=int, default=None,
                     help="steps of this stage's DiT round (the config's dit_steps for dit, dit_steps_round2 for dit2)")
@@ -138,10 +150,11 @@ def parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     cfg = TrainConfig()
     if args.dit_steps is not None:
-        if args.stage not in ("dit", "dit2"):
+        if args.stage not in ("dit", "dit2", "dit_i2v"):
             raise SystemExit(f"--dit-steps {args.dit_steps} with --stage {args.stage}: it sets the steps of a DiT "
-                             "round; use it with --stage dit or dit2, or leave it out")
-        cfg = replace(cfg, **{"dit_steps" if args.stage == "dit" else "dit_steps_round2": args.dit_steps})
+                             "round; use it with --stage dit, dit2 or dit_i2v, or leave it out")
+        field = {"dit": "dit_steps", "dit2": "dit_steps_round2", "dit_i2v": "dit_steps_i2v"}[args.stage]
+        cfg = replace(cfg, **{field: args.dit_steps})
     return replace(cfg, **_overrides(cfg, args.set))
 
 

@@ -42,6 +42,12 @@ class TrainConfig:
     vae_decoder_steps: int = 1200  # phase 2: decoder only
     vae_temporal_steps: int = 900  # phase 3 (--stage vae3): decoder only, with the temporal loss below
     vae_temporal_weight: float = 2.0  # phase 3 weight of the frame-to-frame change of the reconstruction error
+    # Phase 4 (--stage vae_i2v): phase 3's loss plus, weighted vae_first_frame_weight, whole first frames
+    # (vae_first_frame_batch of one aspect) decoded from their exact latents: the image-to-video first frame.
+    vae_i2v_steps: int = 900
+    vae_first_frame_weight: float = 4.0
+    vae_first_frame_batch: int = 4
+    vae_i2v_lr_scale: float = 0.5  # x vae_lr
     vae_lr: float = 3e-3
     vae_latent_noise: float = 0.1  # decoder sees mu + this * latent_std * N(0, 1)
     vae_moment_weight: float = 0.1
@@ -95,13 +101,21 @@ class TrainConfig:
     # Weight average (round 2): the DiT and umT5 files hold an exponential moving average of the round's weights
     # with this decay (WeightEMA; the decay ramps up over the first steps) instead of its last weights.
     dit_ema_round2: float = 0.999
+    # Image-to-video round (--stage dit_i2v, after vae_i2v): continues the files at dit_i2v_lr_scale x dit_lr, round
+    # 2's shift, with the official image-to-video masking on a share dit_i2v_share of the batches: the first latent
+    # frame clean, timestep 0 on its tokens, no loss on it. i2v_clips: the round's latent cache.
+    dit_steps_i2v: int = 300
+    dit_i2v_lr_scale: float = 0.25
+    dit_i2v_share: float = 0.5
+    i2v_clips: int = 600
     warmup: int = 50
 
     @classmethod
     def smoke(cls) -> "TrainConfig":
         """A few seconds per stage, for tests."""
         return cls(vocab_size=300, tokenizer_sentences=800, vae_steps=4, vae_long_steps=2, vae_long_frames=9,
-                   vae_decoder_steps=2, vae_temporal_steps=2, vae_crop=32, clips=4, dit_steps=4, dit_steps_round2=4,
+                   vae_decoder_steps=2, vae_temporal_steps=2, vae_i2v_steps=2, vae_first_frame_batch=1,
+                   vae_crop=32, clips=4, dit_steps=4, dit_steps_round2=4,
                    dit_batch=2, frame_crop_batch=4, vae=replace(cls.vae, base_dim=8, decoder_base_dim=8),
                    t5=T5Spec(d_model=32, d_kv=16, num_heads=2, d_ff=64, num_layers=1),
                    dit=WanConfig(dim=128, ffn_dim=128, num_heads=1, num_layers=1, in_dim=48, out_dim=48, text_dim=32))
@@ -110,7 +124,8 @@ class TrainConfig:
 @dataclass(frozen=True)
 class DitRound:
     """What one DiT round does: round 1 (--stage dit) trains from scratch; round 2 (--stage dit2) continues the
-    files at half the learning rate with the shape swap, the frame crop and the weight average. A share or decay of
+    files at half the learning rate with the shape swap, the frame crop and the weight average; round 3 (--stage
+    dit_i2v) continues them with the image-to-video masking. A share or decay of
     0 leaves that part out and draws no random numbers for it."""
 
     index: int  # 0 or 1: seeds the round's random streams
@@ -120,9 +135,13 @@ class DitRound:
     swap_share: float
     crop_share: float
     ema_decay: float
+    i2v_share: float = 0.0  # image-to-video masking (round 3, --stage dit_i2v)
 
 
-def dit_round(cfg: TrainConfig, second: bool) -> DitRound:
+def dit_round(cfg: TrainConfig, second: bool, i2v: bool = False) -> DitRound:
+    if i2v:
+        return DitRound(2, cfg.dit_steps_i2v, cfg.dit_lr * cfg.dit_i2v_lr_scale, cfg.shift_round2, 0.0, 0.0, 0.0,
+                        cfg.dit_i2v_share)
     if second:
         return DitRound(1, cfg.dit_steps_round2, cfg.dit_lr * 0.5, cfg.shift_round2, cfg.shape_swap_share_round2,
                         cfg.frame_crop_share_round2, cfg.dit_ema_round2)

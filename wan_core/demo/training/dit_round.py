@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from ...i2v import token_timesteps
 from ...model import WanTransformer
 from ...prompts import DEFAULT_NEGATIVE_PROMPT
 from ...schedules import shift_sigma, sigma_to_timestep
@@ -54,13 +55,14 @@ def swap_inputs(entries: list[CacheEntry], described: tuple, share: float, gen: 
 
 def flow_loss(dit: WanTransformer, x0: torch.Tensor, context: torch.Tensor, cfg: TrainConfig, gen: torch.Generator,
               *, shift: float, cover: torch.Tensor | None = None, x_alt: torch.Tensor | None = None,
-              alt_mix: torch.Tensor | None = None) -> torch.Tensor:
+              alt_mix: torch.Tensor | None = None, image_rows: torch.Tensor | None = None) -> torch.Tensor:
     """Flow-matching MSE on a batch of normalised latents x0 [B, C, T', h, w] under the prompts' encoding `context`
     [B, L, text_dim]; `cover` [B, T', h, w] (object coverage) weights latent pixels by 1 + cfg.object_weight * cover,
     so the small objects the prompt names are not drowned by the background. Shape swap: with x_alt [B, ...] and
     alt_mix [B] (lam, 0 = plain row), the rows whose sigma is at least cfg.shape_swap_min_sigma see
     x_in = x0 + lam * (x_alt - x0) noised, and the target is the velocity that still lands on x0 from there:
-    (xs - x0) / sigma."""
+    (xs - x0) / sigma. Image-to-video rows (`image_rows` [B] bool): the official masking, the first latent frame
+    clean (x0), timestep 0 on its tokens (wan_core.i2v.token_timesteps, as inference), and no loss on it."""
     b = x0.shape[0]
     s = shift_sigma(torch.rand(b, generator=gen), shift)  # [B] sigma, the inference distribution of timesteps
     s = s.clamp(0.0, 0.999)
@@ -74,12 +76,25 @@ def flow_loss(dit: WanTransformer, x0: torch.Tensor, context: torch.Tensor, cfg:
     target = noise - x0  # (xs - x0) / sigma, the velocity that lands on x0
     if x_in is not x0:
         target = target + (1 - sb) / sb.clamp_min(1e-3) * (x_in - x0)
+    t = sigma_to_timestep(s)
+    frame_w = torch.ones(b, x0.shape[2])  # [B, T'] loss weight of each latent frame
+    if image_rows is not None:
+        first = torch.zeros(1, 1, x0.shape[2], 1, 1, dtype=torch.bool)
+        first[:, :, 0] = True
+        xs = torch.where(first & image_rows.view(b, 1, 1, 1, 1), x0, xs)
+        pf, ph, pw = dit.cfg.patch_size
+        grid = (x0.shape[2] // pf, x0.shape[3] // ph, x0.shape[4] // pw)
+        t = torch.where(image_rows[:, None], token_timesteps(t, grid, 1), t[:, None].to(t.dtype))  # [B, L]
+        frame_w[image_rows, 0] = 0.0
     with compact_text(dit, context.shape[1]):
-        v = dit(xs, sigma_to_timestep(s), context)
+        v = dit(xs, t, context)
     err = (v - target).pow(2).mean(dim=1)  # [B, T', h, w]
-    if cover is None:
+    weight = frame_w.view(b, -1, 1, 1).to(err)
+    if cover is not None:
+        weight = weight * (1 + cfg.object_weight * cover.to(err))
+    if cover is None and image_rows is None:
         return err.mean()
-    weight = 1 + cfg.object_weight * cover.to(err)
+    weight = weight.expand_as(err)
     return (weight * err).sum() / weight.sum()
 
 
@@ -126,9 +141,11 @@ def train_dit(cfg: TrainConfig, pools: dict[str, list[CacheEntry]], tokenizer: S
         prompts, described = zip(*[training_prompt(e.scene, rng, cfg) for e in entries])
         cover = torch.stack([e.cover for e in entries])
         x_alt, alt_mix = swap_inputs(entries, described, plan.swap_share, gen) if plan.swap_share > 0 else (None, None)
+        image_rows = torch.rand(len(entries), generator=gen) < plan.i2v_share if plan.i2v_share > 0 else None
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.dit_bf16):
             context, mask = encode_text_train(text_model, tokenizer, list(prompts), with_mask=True)
-            flow = flow_loss(dit, x0, context, cfg, gen, shift=plan.shift, cover=cover, x_alt=x_alt, alt_mix=alt_mix)
+            flow = flow_loss(dit, x0, context, cfg, gen, shift=plan.shift, cover=cover, x_alt=x_alt, alt_mix=alt_mix,
+                             image_rows=image_rows)
             aux = heads.loss(context, mask, list(described))
             loss = flow.float() + cfg.text_aux_weight * aux.float()
         opt.zero_grad(set_to_none=True)

@@ -3,7 +3,9 @@
 Phase 0: short clips (cheap, learns appearance); phase 1: whole clips, so chunks late in a video (whose causal
 receptive field no longer reaches the zero padding at the start) are trained too; phase 2: decoder only (the encoder,
 hence the DiT's latents, stay fixed), for sharper edges; phase 3 (`--stage vae3`, after the first DiT round):
-decoder only with a temporal loss, against the flicker where one latent frame hands over to the next.
+decoder only with a temporal loss, against the flicker where one latent frame hands over to the next; phase 4
+(`--stage vae_i2v`, for image-to-video): phase 3's loss plus whole first frames decoded from their exact latents,
+since an image-to-video output's first frame is the decoder's reading of the start image's latent alone.
 The loss is L1 + MSE (objects weighted up), a moment term that pulls the per-channel statistics of normalise(mu) to
 mean 0 / std 1, i.e. the raw latents to the official Wan2.2 latent mean/std, so the standard
 `wan_core.latent_format` normalisation applies unchanged, and the mask code (`wan_core.demo.mask_code`).
@@ -21,13 +23,13 @@ from ...latent_format import WAN22_MEAN, WAN22_STD
 from ...vae import WanVAE
 from ..evaluate import row_foreground
 from ..mask_code import blur_rest, check_channels, mask_loss
-from ..world import coverage, render, sample_scene
+from ..world import SIZES, coverage, render, sample_scene
 from .clock import Clock, lr_factor
 from .config import TrainConfig
 
 log = logging.getLogger(__name__)
 
-PHASES = (0, 1, 2, 3)
+PHASES = (0, 1, 2, 3, 4)
 
 
 def vae_crops(cfg: TrainConfig, rng: random.Random) -> tuple[torch.Tensor, torch.Tensor]:
@@ -48,6 +50,30 @@ def vae_crops(cfg: TrainConfig, rng: random.Random) -> tuple[torch.Tensor, torch
         out.append(clip[:, y0:y0 + c, x0:x0 + c])
     video = rearrange(torch.stack(out), "b t h w c -> b c t h w")  # [B, 3 + 1, T, c, c]
     return video[:, :3] * 2 - 1, video[:, 3:]
+
+
+def first_frame_batch(cfg: TrainConfig, rng: random.Random) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images [B, 3, 1, H, W] in -1..1, object coverage [B, 1, 1, H, W]): whole frame 0 of training scenes (one
+    aspect per batch, rounded to 8 bits as a PNG start image holds it), the inputs of image-to-video."""
+    aspect = rng.choice(sorted(SIZES))
+    out = []
+    for _ in range(cfg.vae_first_frame_batch):
+        scene = sample_scene(rng.randrange(1 << 30), aspect=aspect, frames=1)
+        image = (render(scene)[0] * 255).round() / 255
+        out.append(torch.cat([image, coverage(scene)[0][..., None]], dim=-1))
+    frames = rearrange(torch.stack(out), "b h w c -> b c 1 h w")
+    return frames[:, :3] * 2 - 1, frames[:, 3:]
+
+
+def first_frame_loss(vae: WanVAE, images: torch.Tensor) -> torch.Tensor:
+    """Weighted L1 + MSE of the decoder's first frame from the exact (noise-free) latent of the image, as
+    image-to-video decodes it (objects weighted x5, as `vae_losses`)."""
+    with torch.no_grad():
+        mu = vae_encode_train(vae, images)
+    err = vae_decode_train(vae, mu) - images
+    frames = rearrange(images, "b c t h w -> (b t) h w c")
+    weight = 1 + 4 * rearrange(row_foreground((frames + 1) / 2), "(b t) h w -> b 1 t h w", b=images.shape[0]).float()
+    return (weight * (err.abs() + err.pow(2))).mean() / weight.mean()
 
 
 def _latent_stats(like: torch.Tensor):
@@ -109,13 +135,14 @@ def vae_losses(vae: WanVAE, video: torch.Tensor, alpha: torch.Tensor, cfg: Train
 def train_vae(cfg: TrainConfig, minutes: float | None = None, *, vae: WanVAE | None = None,
               phases: tuple[int, ...] = PHASES) -> tuple[WanVAE, dict]:
     """Run `phases` (see the module docstring) on `vae` (a fresh one if None) -> (vae, {"phase<k>": record}).
-    Phases 2 and 3 leave the encoder, hence the latents, unchanged, so they can run after the DiT is trained.
+    Phases 2-4 leave the encoder, hence the latents, unchanged, so they can run after the DiT is trained.
     `minutes` caps the phases together, shared in proportion to their step counts."""
     torch.manual_seed(cfg.seed)
     check_channels(cfg.vae_mask_channels, cfg.vae.z_dim)
     vae = (vae or WanVAE(cfg.vae)).train()
     plan = {0: (cfg.vae_steps, cfg.vae_frames), 1: (cfg.vae_long_steps, cfg.vae_long_frames),
-            2: (cfg.vae_decoder_steps, cfg.vae_long_frames), 3: (cfg.vae_temporal_steps, cfg.vae_long_frames)}
+            2: (cfg.vae_decoder_steps, cfg.vae_long_frames), 3: (cfg.vae_temporal_steps, cfg.vae_long_frames),
+            4: (cfg.vae_i2v_steps, cfg.vae_long_frames)}
     total = sum(plan[p][0] for p in phases)
     info = {}
     for phase in phases:
@@ -131,10 +158,13 @@ def train_vae(cfg: TrainConfig, minutes: float | None = None, *, vae: WanVAE | N
         clock, step, history = Clock(steps, cap, f"vae phase {phase}"), 0, []
         while not clock.done(step):
             for g in opt.param_groups:
-                g["lr"] = cfg.vae_lr * (1.0 if phase == 0 else 0.5) * lr_factor(step, clock.plan(step), cfg.warmup)
+                g["lr"] = cfg.vae_lr * {0: 1.0, 4: cfg.vae_i2v_lr_scale}.get(phase, 0.5) * lr_factor(step, clock.plan(step), cfg.warmup)
             video, alpha = vae_crops(pcfg, rng)
             losses = vae_losses(vae, video, alpha, pcfg, gen,
-                                temporal_weight=cfg.vae_temporal_weight if phase == 3 else 0.0)
+                                temporal_weight=cfg.vae_temporal_weight if phase >= 3 else 0.0)
+            if phase == 4:
+                losses["first"] = first_frame_loss(vae, first_frame_batch(cfg, rng)[0])
+                losses["loss"] = losses["loss"] + cfg.vae_first_frame_weight * losses["first"]
             opt.zero_grad(set_to_none=True)
             losses["loss"].backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
