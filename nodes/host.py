@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -20,9 +20,12 @@ import torch
 log = logging.getLogger(__name__)
 
 PACK_DIR = Path(__file__).resolve().parent.parent
-MODEL_FOLDERS = ("diffusion_models", "text_encoders", "vae")
+MODEL_FOLDERS = ("diffusion_models", "text_encoders", "vae", "loras")
+LORA_FOLDER = "loras"  # ComfyUI's LoRA folder (standalone: <models_dir>/loras)
 KIND_FOLDER = {"dit": "diffusion_models", "t5": "text_encoders", "vae": "vae"}
 MODEL_EXTENSIONS = (".safetensors", ".sft")
+GGUF_EXTENSION = ".gguf"  # quantized DiTs (QuantStack's, `python -m wan_core quantize`): listed for diffusion_models
+GGUF_FOLDER = "wan_t2v_gguf"  # our folder_paths key: diffusion_models/ and unet/ paths, .gguf files only
 WEIGHT_DTYPES = {"auto": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32,
                  "fp8 storage": torch.float8_e4m3fn}
 
@@ -35,6 +38,7 @@ class WanModel:
     model: Any  # WanTransformer | WanTextEncoder | WanVAE
     patcher: Any = None  # ComfyUI ModelPatcher (None in the standalone host)
     name: str = ""  # file name, for messages
+    loras: tuple = ()  # ((wan_core.lora.Lora, strength), ...) on top of the base weights (WanT2V LoRA node)
 
     @property
     def module(self) -> torch.nn.Module:
@@ -96,7 +100,8 @@ class StandaloneHost:
         for root in self.models_dirs:
             base = root / folder
             if base.is_dir():
-                names |= {p.relative_to(base).as_posix() for p in base.rglob("*") if p.suffix in MODEL_EXTENSIONS}
+                exts = MODEL_EXTENSIONS + ((GGUF_EXTENSION,) if folder == KIND_FOLDER["dit"] else ())
+                names |= {p.relative_to(base).as_posix() for p in base.rglob("*") if p.suffix in exts}
         return sorted(names)
 
     def model_path(self, folder: str, name: str) -> Path:
@@ -154,7 +159,24 @@ class StandaloneHost:
                     other.module.to("cpu")
             self._active = [handle]
         handle.module.to(self.device)
+        if handle.kind == "dit":  # branches share one base model: make exactly this handle's LoRAs merged
+            from wan_core.lora import set_loras
+
+            set_loras(handle.module, handle.loras)
         return handle.model
+
+    def add_lora(self, handle: WanModel, name: str, strength: float, verify: bool = True) -> WanModel:
+        """A new DiT handle with the LoRA file `name` (loras folder) added at `strength`; `handle` is unchanged."""
+        from wan_core.lora import read_lora
+
+        lora = read_lora(self.model_path(LORA_FOLDER, name), verify=verify)
+        return self.with_lora(handle, lora, strength)
+
+    def with_lora(self, handle: WanModel, lora, strength: float) -> WanModel:
+        from wan_core.lora import check_against
+
+        check_against(lora, handle.module)  # a LoRA that does not fit fails at this node, not at the sampler
+        return replace(handle, loras=handle.loras + ((lora, float(strength)),))
 
     # progress ----------------------------------------------------------------------------------------------------
     def progress(self, total: int) -> "Progress":
@@ -270,10 +292,24 @@ class ComfyHost(StandaloneHost):
                         "upload workflows/*.png with LoadImage's upload button instead", e)
 
     def list_models(self, folder: str) -> list[str]:
-        return [n for n in self._fp.get_filename_list(folder) if n.endswith(MODEL_EXTENSIONS)]
+        names = [n for n in self._fp.get_filename_list(folder) if n.endswith(MODEL_EXTENSIONS)]
+        if folder == KIND_FOLDER["dit"]:
+            names += self._fp.get_filename_list(self._gguf_folder())
+        return names
 
     def model_path(self, folder: str, name: str) -> Path:
+        if folder == KIND_FOLDER["dit"] and name.endswith(GGUF_EXTENSION):
+            folder = self._gguf_folder()
         return Path(self._fp.get_full_path_or_raise(folder, name))
+
+    def _gguf_folder(self) -> str:
+        """Register (once) a folder_paths entry with the diffusion_models/unet paths and the .gguf extension, as
+        ComfyUI-GGUF does for its own loader (ComfyUI's own lists filter .gguf out)."""
+        fp = self._fp
+        if GGUF_FOLDER not in fp.folder_names_and_paths:
+            paths = list(dict.fromkeys(fp.get_folder_paths("diffusion_models") + fp.get_folder_paths("unet")))
+            fp.folder_names_and_paths[GGUF_FOLDER] = (paths, {GGUF_EXTENSION})
+        return GGUF_FOLDER
 
     def save_path(self, prefix: str, ext: str, width: int = 0, height: int = 0) -> tuple[Path, str, str]:
         out = self._fp.get_output_directory()
@@ -319,6 +355,36 @@ class ComfyHost(StandaloneHost):
         patcher = comfy.model_patcher.ModelPatcher(module, load_device=self.load_device(kind),
                                                    offload_device=self.offload_device(kind))
         return WanModel(kind, handle.model, patcher, name)
+
+    def with_lora(self, handle: WanModel, lora, strength: float) -> WanModel:
+        """Clone the ModelPatcher and add the LoRA as its weight patches (ComfyUI applies them at load, lowvram
+        per layer, and keeps the base weights for other branches); packed wan_core.quant layers get an object patch
+        (a shallow copy of the layer with the delta in its `patches`)."""
+        if handle.patcher is None:
+            return super().with_lora(handle, lora, strength)
+        from comfy.weight_adapter import LoRAAdapter
+        from wan_core.lora import LowRank, lora_deltas
+        from wan_core.quant.linear import with_patches
+
+        patcher = handle.patcher.clone()
+        for name, patch in lora_deltas(handle.module, [(lora, strength)]).items():
+            (a, s), = patch.terms
+            owner_name, _, attr = name.rpartition(".")
+            owner = handle.module.get_submodule(owner_name)
+            if attr == "weight" and getattr(owner, "qtype", None) is not None:
+                patcher.add_object_patch(owner_name, with_patches(patcher.object_patches.get(owner_name, owner),
+                                                                  [patch]))
+            elif any(any(True for _ in c.parameters()) for c in owner.children()):
+                # ModelPatcher patches parameters of leaf modules only (e.g. not blocks.N.modulation): replace
+                # the small table itself, merged in fp32 (ComfyUI's own Wan LoRA loading leaves it unpatched)
+                cur = patcher.object_patches.get(name, getattr(owner, attr))
+                merged = (cur.float() + patch(cur.float())).to(cur.dtype)
+                patcher.add_object_patch(name, torch.nn.Parameter(merged, requires_grad=False))
+            elif isinstance(a, LowRank):
+                patcher.add_patches({name: LoRAAdapter(set(a.keys), (a.up, a.down, a.alpha, None, None, None))}, s)
+            else:
+                patcher.add_patches({name: ("diff", (a.diff,))}, s)
+        return replace(handle, patcher=patcher, loras=handle.loras + ((lora, float(strength)),))
 
     def activate(self, handle: WanModel, work_shape: tuple[int, ...] | None = None) -> Any:
         """load_models_gpu right before use: evicts other models as needed; the DiT may be partially loaded.

@@ -32,11 +32,14 @@ class _WanLoader:
 
 class WanT2VModelLoader(_WanLoader):
     DESCRIPTION = ("Loads the Wan2.2 TI2V-5B diffusion transformer (official, ComfyUI or diffusers key names) from "
-                   "the diffusion_models folder. Refuses text encoders, VAEs and Wan2.1 files with a clear message.")
+                   "the diffusion_models folder: .safetensors (bf16/fp16, fp8, Kijai/ComfyUI scaled fp8) or .gguf "
+                   "(Q8_0 ... Q2_K, weights stay quantized and are dequantized per layer as they run). Refuses text "
+                   "encoders, VAEs and Wan2.1 files with a clear message.")
     RETURN_TYPES = ("WANT2V_DIT",)
     RETURN_NAMES = ("model",)
     OUTPUT_TOOLTIPS = ("The diffusion transformer, managed by the host (loaded to the GPU right before sampling).",)
-    KIND, FOLDER, FILE_TIP = "dit", "diffusion_models", "DiT file, e.g. wan2.2_ti2v_5B_fp16.safetensors"
+    KIND, FOLDER, FILE_TIP = "dit", "diffusion_models", ("DiT file, e.g. wan2.2_ti2v_5B_fp16.safetensors or "
+                                                         "Wan2.2-TI2V-5B-Q4_K_M.gguf")
 
 
 class WanT2VTextEncoderLoader(_WanLoader):

@@ -6,9 +6,10 @@ socket: model-function wrappers `(model_fn, sigmas) -> model_fn` and DiT hooks, 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
+from wan_core.few_step import apply_recipe
 from wan_core.i2v import NOISE_MASK, image_frames_from_mask
 from wan_core.pipeline import sample_latents
 from wan_core.sampling import SAMPLERS
@@ -28,9 +29,12 @@ class SamplerOptions:
 
     model_wrappers: tuple[Callable, ...] = ()  # (model_fn, sigmas) -> model_fn, applied in order
     hooks: Any = None  # wan_core.model.DiTHooks or None
+    step_cache: Any = None  # wan_core.step_cache.StepCacheConfig or None (WanT2V Step Cache)
+    speed: Any = None  # wan_core.speed.SpeedOptions or None (WanT2V Speed Options)
+    few_step: Any = None  # wan_core.few_step.FewStepRecipe or None (WanT2V Few-Step Schedule's options)
 
     def with_wrapper(self, wrapper: Callable) -> "SamplerOptions":
-        return SamplerOptions(self.model_wrappers + (wrapper,), self.hooks)
+        return replace(self, model_wrappers=self.model_wrappers + (wrapper,))
 
 
 _INPUTS = {"required": {
@@ -47,12 +51,16 @@ _INPUTS = {"required": {
                       "tooltip": "Guidance scale (official 5.0; 1.0 turns guidance off and halves the cost)."}),
     "shift": ("FLOAT", {"default": 5.0, "min": 0.1, "max": 50.0, "step": 0.1, "round": 0.01,
                         "tooltip": "Schedule shift; higher spends more steps at high noise (official 5.0)."}),
-    "sampler": (list(SAMPLERS), {"default": "unipc", "tooltip": "unipc (official), euler or dpm++2m."}),
+    "sampler": (list(SAMPLERS), {"default": "unipc", "tooltip": "unipc (official), euler, dpm++2m, or lcm (x0 then "
+                                 "fresh seeded noise; for step-distilled models such as FastWan / Turbo)."}),
     "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
                           "tooltip": "1.0 = from pure noise; lower keeps part of the input latent (video to video)."}),
 }, "optional": {
-    "options": (OPTIONS_TYPE, {"tooltip": "Extra sampler features from WanT2V option nodes."}),
+    "options": (OPTIONS_TYPE, {"tooltip": "Extra sampler features from WanT2V option nodes. A Few-Step Schedule's "
+                               "options win over the sampler and cfg widgets and over steps/shift/denoise (logged)."}),
     "temporal": ("WANT2V_TEMPORAL", {"tooltip": "Temporal-consistency options (WanT2V Temporal Settings)."}),
+    "sigmas": ("SIGMAS", {"tooltip": "Native SIGMAS (BasicScheduler, ManualSigmas, WanT2V Few-Step Schedule ...): "
+                          "replaces steps, shift and denoise; values in [0, 1], decreasing, usually ending in 0."}),
 }}
 
 
@@ -81,19 +89,21 @@ class WanT2VSampler:
         return True
 
     def sample(self, model, positive, negative, latent, seed, steps, cfg, shift, sampler, denoise, options=None,
-               temporal=None):
+               temporal=None, sigmas=None):
         host, options = get_host(), options or SamplerOptions()
+        sampler, cfg, sigmas = apply_recipe(options.few_step, sampler=sampler, cfg=cfg, sigmas=sigmas)
         wrappers, hooks = build_temporal(temporal)  # ((), None) when absent or all off
         shape = tuple(latent["samples"].shape)
         ti = image_frames_from_mask(latent[NOISE_MASK], shape) if NOISE_MASK in latent else 0  # image-to-video
         dit = host.activate(model, shape)
         device = next(dit.parameters()).device
-        total = len(denoise_sigmas(flow_sigmas(steps, shift), denoise)) - 1
+        total = len(denoise_sigmas(flow_sigmas(steps, shift), denoise) if sigmas is None else sigmas) - 1
         samples = sample_latents(
             dit, conditioning_tensor(positive, "positive").to(device),
             conditioning_tensor(negative, "negative").to(device) if cfg != 1.0 else None,
             latent["samples"].to(device), seed=seed, steps=steps, cfg=cfg, shift=shift, sampler=sampler,
             denoise=denoise, callback=host.sampling_callback(total), model_wrappers=options.model_wrappers + wrappers,
             hooks=combine_hooks(options.hooks, hooks), noise_transform=noise_transform(temporal),
-            image_latent=latent["samples"][:, :, :ti].to(device) if ti else None)
+            image_latent=latent["samples"][:, :, :ti].to(device) if ti else None,
+            sigmas=None if sigmas is None else sigmas.float().cpu(), cache=options.step_cache, speed=options.speed)
         return ({**latent, "samples": samples.to(host.intermediate_device())},)

@@ -24,6 +24,9 @@ TITLE_WORDS = {
     "WanT2VVideoMetrics": [("metrics",)],
     "WanT2VFrameInterpolate": [("interpolat",)],
     "WanT2VDeflicker": [("deflicker",)],
+    "WanT2VStepCache": [("cache",)],
+    "WanT2VFewStepSchedule": [("schedule", "sigmas")],
+    "WanT2VSpeedOptions": [("speed",)],
     "LoadImage": [("load",), ("image",)],  # ComfyUI's own node (image-to-video start image)
     "Note": [("note",)],
     "MarkdownNote": [("note",)],

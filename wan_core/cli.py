@@ -13,6 +13,10 @@ from pathlib import Path
 
 from .config import SamplingConfig
 from .geometry import validate_request
+from .runtime_cli import add_runtime_args, runtime_options
+from .speed_cli import add_speed_args, apply_speed_args, finish_speed
+from .quantize import add_quantize_parser
+from .lora.cli_train import add_lora_parser
 
 log = logging.getLogger("wan_core")
 
@@ -34,7 +38,7 @@ def _add_generate(sub):
                        help=f"{hint + '; ' if hint else ''}default: the DiT file's own (its metadata), else the "
                             f"official {_official_default(name)}")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--sampler", default=None, choices=["unipc", "euler", "dpm++2m"],
+    p.add_argument("--sampler", default=None, choices=["unipc", "euler", "dpm++2m", "lcm"],
                    help=f"default: the DiT file's own, else the official {SamplingConfig.sampler}")
     p.add_argument("--schedule", default=None, choices=["official", "diffusers"],
                    help=f"default: the DiT file's own, else {SamplingConfig.schedule}")
@@ -42,13 +46,19 @@ def _add_generate(sub):
     p.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16"],
                    help="DiT/text-encoder weight dtype (default: as stored on GPUs, fp32 on the CPU; the VAE runs "
                         "in fp32 on the CPU, as stored elsewhere)")
-    p.add_argument("--offload", action="store_true", help="keep models on the CPU, move each to the device only while it runs")
+    p.add_argument("--offload", nargs="?", const="models", default=None, choices=["models", "blocks"],
+                   help="models (the default when given alone): keep models on the CPU, move each to the device only "
+                        "while it runs; blocks: also stream the DiT's blocks to the device one at a time (about one "
+                        "block + activations on the GPU; not with --compile)")
     p.add_argument("--model-dir", help="ComfyUI models folder, diffusers folder or official Wan2.2 folder (auto-detected)")
     p.add_argument("--dit", help="DiT .safetensors (file, sharded index or folder)")
     p.add_argument("--vae", help="Wan2.2 VAE .safetensors")
     p.add_argument("--text-encoder", help="umT5 .safetensors")
     p.add_argument("--tokenizer", help="tokenizer folder (when the text encoder file has no embedded spiece_model)")
     p.add_argument("--no-verify", action="store_true", help="skip SHA256 checks against .sha256 sidecars")
+    p.add_argument("--lora", action="append", default=[], metavar="FILE[:STRENGTH]",
+                   help="apply a LoRA .safetensors (official/ComfyUI, kohya/musubi or diffusers names) at STRENGTH "
+                        "(default 1.0); repeat for several (wan_core.lora)")
     p.add_argument("--crf", type=int, default=18, help="H.264 quality, 0..51 (default 18)")
     p.add_argument("--temporal", default=None, metavar="SPEC",
                    help='temporal-consistency sampling: a preset (off, on, noise, flow, enhance, flow+enhance) '
@@ -59,6 +69,8 @@ def _add_generate(sub):
     p.add_argument("--deflicker", type=_unit_float, default=0.0, metavar="S",
                    help="motion-compensated deflicker of the decoded frames, strength 0..1 (default 0: off; 1 is "
                         "what the README measures)")
+    add_speed_args(p)  # --preset, --sigmas, --timesteps, --warp, --cache (wan_core.speed_cli)
+    add_runtime_args(p)  # --cfg-batch, --compile, --attention (wan_core.runtime_cli)
     p.set_defaults(func=cmd_generate)
 
 
@@ -117,6 +129,7 @@ def cmd_generate(args) -> int:
     settings = dict(width=s.width, height=s.height, num_frames=s.num_frames, num_inference_steps=s.steps,
                     guidance_scale=s.guidance_scale, shift=s.shift, sampler=s.sampler, schedule=s.schedule,
                     seed=args.seed)
+    settings, speed = apply_speed_args(args, settings, files.dit)
     fps = s.fps
     temporal = None
     if args.temporal:
@@ -127,6 +140,10 @@ def cmd_generate(args) -> int:
     image, image_meta = _start_image(args, s)
     print(line, flush=True)
     device = pick_device(args.device)
+    runtime = runtime_options(args, device)  # a missing attention package fails here, before any model loads
+    if args.offload == "blocks" and args.compile:
+        raise ValueError("--offload blocks streams each block's weights per call, which --compile cannot trace; "
+                         "drop one of the two")
     dtype = {None: None, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
     on_cpu = device.type == "cpu"
     if dtype is None and (use_demo or on_cpu):
@@ -135,20 +152,28 @@ def cmd_generate(args) -> int:
                                           tokenizer=files.tokenizer, device=device, dtype=dtype,
                                           vae_dtype=torch.float32 if on_cpu else None, offload=args.offload,
                                           verify=not args.no_verify)
+    from .lora import load_cli_loras
+
+    loras = load_cli_loras(pipe, args.lora, verify=not args.no_verify)  # --lora FILE[:STRENGTH], applied in order
     bar = tqdm(total=settings["num_inference_steps"], desc="sampling", unit="step", disable=None)
     try:
-        frames = pipe(args.prompt, args.negative_prompt, callback=lambda d: bar.update(1), temporal=temporal,
-                      deflicker=args.deflicker, image=image, **settings)
+        frames, info = pipe(args.prompt, args.negative_prompt, callback=lambda d: bar.update(1), temporal=temporal,
+                            deflicker=args.deflicker, image=image, return_info=True, **settings, **speed,
+                            speed=runtime)
     except NonFiniteError as e:
         raise NonFiniteError(f"{e} No file was written. The files used: DiT {files.dit}, VAE {files.vae}.") from None
     finally:
         bar.close()
+    for speed_line in finish_speed(args, info, files.dit):
+        print(speed_line, flush=True)
     if args.interpolate > 1:
         from .temporal.interpolate import interpolate_frames
 
         frames, fps = interpolate_frames(frames, args.interpolate), fps * args.interpolate
     params = dict(prompt=args.prompt, negative_prompt=args.negative_prompt, fps=fps, interpolate=args.interpolate,
                   temporal=temporal.describe() if temporal else "off", deflicker=args.deflicker,
+                  preset=args.preset, cache=info["cache"], dit_calls=info["dit_calls"], loras=loras,
+                  sigmas=None if speed["sigmas"] is None else [round(v, 6) for v in speed["sigmas"].tolist()],
                   model="demo" if use_demo else {k: getattr(args, k) for k in ("model_dir", "dit", "vae", "text_encoder")},
                   **settings, **image_meta)
     out = write_mp4(frames, args.output, fps=fps, crf=args.crf,
@@ -227,6 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dst")
     p.add_argument("--component", choices=["dit", "vae", "t5"], default=None, help="default: detected")
     p.set_defaults(func=cmd_convert)
+    add_quantize_parser(sub)  # python -m wan_core quantize IN OUT --type Q8_0 (wan_core.quantize)
+    add_lora_parser(sub)  # python -m wan_core lora train --data DIR --out my_lora.safetensors (wan_core.lora)
     return parser
 
 

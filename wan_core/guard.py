@@ -52,6 +52,9 @@ def _finite(t: torch.Tensor) -> bool:
     return math.isfinite(t.sum(dtype=torch.float32).item()) or bool(torch.isfinite(t).all())
 
 
+all_finite = _finite  # public name: wan_core.attention's SDPA fallback checks each DiT output with it
+
+
 def check_finite(t: torch.Tensor, where: str, stage: str, dtype: torch.dtype | None = None) -> torch.Tensor:
     """Return t, or raise NonFiniteError when it holds NaN/Inf (one sum and one host read)."""
     if not _finite(t):

@@ -82,8 +82,8 @@ def read_header(file) -> tuple[dict[str, dict], dict[str, str]]:
         if head[:2] == b"PK" or pickle_like:
             raise _pickle_error(file)
         if head[:4] == b"GGUF":
-            raise CheckpointError(f"{file} is a GGUF file; this loader reads safetensors only (use ComfyUI-GGUF "
-                                  "for quantised GGUF models)")
+            raise CheckpointError(f"{file} is a GGUF file, not safetensors; GGUF diffusion models load with "
+                                  "load_dit / `python -m wan_core info` (wan_core.gguf_file)")
         if len(head) < 8:
             raise CheckpointError(f"{damaged}: {size} bytes is too short for a safetensors file")
         (n,) = struct.unpack("<Q", head)
@@ -203,11 +203,12 @@ def sampling_defaults(path) -> tuple["SamplingConfig", str]:
     raises ValueError naming the file.
     """
     from .config import OFFICIAL_DEFAULTS, SAMPLING_DEFAULTS_KEY, SamplingConfig, parse_sampling_defaults
+    from .gguf_file import gguf_metadata, is_gguf
 
     name = Path(path).name
     metadata: dict[str, str] = {}
     for file in resolve_files(path):
-        metadata.update(read_header(file)[1])
+        metadata.update(gguf_metadata(file) if is_gguf(file) else read_header(file)[1])
     if SAMPLING_DEFAULTS_KEY not in metadata:
         return SamplingConfig(), f"{OFFICIAL_DEFAULTS}: {name} has no {SAMPLING_DEFAULTS_KEY} metadata"
     return parse_sampling_defaults(metadata[SAMPLING_DEFAULTS_KEY], str(path)), f"from {name} metadata"
@@ -283,7 +284,7 @@ def dequantize_fp8(sd: Mapping[str, torch.Tensor], dtype: torch.dtype) -> dict[s
     for key, value in sd.items():
         if key == "scaled_fp8" or key.endswith((".scale_weight", ".scale_input")):
             continue
-        if value.dtype in FP8_DTYPES:
+        if isinstance(value, torch.Tensor) and value.dtype in FP8_DTYPES:  # PackedWeights stay packed
             scale = sd.get(key.removesuffix("weight") + "scale_weight") if key.endswith(".weight") else None
             value = _dequantize(value, scale, dtype)
         out[key] = value
@@ -313,8 +314,11 @@ def _describe_unknown(sd: Mapping[str, Any]) -> str:
     return f"not a recognised Wan component ({len(keys)} tensors, first keys {keys[:3]})"
 
 
-def _prepare(path, want: str, *, sha256, verify, dtype):
-    """Read, check the kind, convert names and dequantise -> (canonical sd, dtype to build with, extras, log fields)."""
+def _prepare(path, want: str, *, sha256, verify, dtype, keep_scaled: bool = False):
+    """Read, check the kind, convert names and dequantise -> (canonical sd, dtype to build with, extras, log fields).
+
+    keep_scaled: scaled-fp8 Linear weights become wan_core.quant PackedWeights (dequantized per layer at compute time).
+    """
     sd, info = read_state_dict(path, sha256=sha256, verify=verify)
     sd, prefix = strip_prefix(sd)
     kind = detect_kind(sd)
@@ -327,7 +331,12 @@ def _prepare(path, want: str, *, sha256, verify, dtype):
     fmt_note = fmt
     if any(v.dtype in FP8_DTYPES for v in sd.values()):
         fmt_note = f"{fmt}+fp8{'-scaled' if scaled else ''}"
-        if dtype in FP8_DTYPES and scaled:  # re-storing w * scale as plain fp8 would flush small weights to zero
+        if scaled and keep_scaled:  # per-layer dequantization at compute time (wan_core.quant)
+            from .quant.load import pack_scaled_fp8
+
+            sd = pack_scaled_fp8(sd, FP8_DTYPES)
+            dtype = torch.bfloat16 if dtype is None or dtype in FP8_DTYPES else dtype
+        elif dtype in FP8_DTYPES and scaled:  # re-storing w * scale as plain fp8 would flush small weights to zero
             logger.warning("%s: scaled-fp8 weights are dequantised to bfloat16 (no scaled-fp8 layers here), not "
                            "kept as %s", info.path.name, dtype)
             dtype = torch.bfloat16
@@ -354,12 +363,35 @@ def _build(builder, sd, info: LoadInfo, kind: str, note: str, t0: float, **kwarg
     return model
 
 
-def load_dit(path, *, device=None, dtype=None, ops=torch.nn, sha256=None, verify=True):
-    """Load a Wan DiT from safetensors in official/ComfyUI/diffusers naming -> WanTransformer."""
+def load_dit(path, *, device=None, dtype=None, ops=torch.nn, sha256=None, verify=True, loras=()):
+    """Load a Wan DiT (safetensors in official/ComfyUI/diffusers naming, or GGUF) -> WanTransformer.
+
+    GGUF and scaled-fp8 files keep their Linear weights packed (wan_core.quant.linear.QuantLinear, dequantized to
+    the compute dtype at each call); `dtype` is then the compute dtype (default bf16).
+    loras: [(LoRA file, strength), ...] applied after loading (wan_core.lora.apply_lora_files: merged in fp32 and
+    stored in the model's dtypes, packed layers patched; `wan_core.lora.remove_loras(model)` undoes it).
+    """
+    model = _load_dit_file(path, device=device, dtype=dtype, ops=ops, sha256=sha256, verify=verify)
+    if loras:
+        from .lora import apply_lora_files
+
+        apply_lora_files(model, loras, verify=verify)
+    return model
+
+
+def _load_dit_file(path, *, device, dtype, ops, sha256, verify):
     from .model import WanTransformer
 
     t0 = time.perf_counter()
-    sd, dtype, _, info, note = _prepare(path, "dit", sha256=sha256, verify=verify, dtype=dtype)
+    from .gguf_file import is_gguf
+    from .quant.load import build_quantized_dit, has_packed, load_gguf_dit
+
+    if is_gguf(path):  # GGUF: weights stay quantized, each Linear dequantizes per call (wan_core.quant)
+        return load_gguf_dit(path, device=device, dtype=dtype, ops=ops, sha256=sha256, verify=verify)
+    sd, dtype, _, info, note = _prepare(path, "dit", sha256=sha256, verify=verify, dtype=dtype, keep_scaled=True)
+    if has_packed(sd):  # scaled fp8: kept as stored, dequantized per layer at compute time
+        return _build(build_quantized_dit, sd, info, "dit", note, t0, ops=ops, device=device, dtype=dtype,
+                      compute_dtype=dtype)
     return _build(WanTransformer.from_state_dict, sd, info, "dit", note, t0, ops=ops, device=device, dtype=dtype)
 
 

@@ -47,10 +47,15 @@ class DiTHooks:
         hook may call block(x, ctx) itself). The model may update the returned x in place: clone what you keep.
     self_attn(i, q, k, v, out, grid) -> out: inside block i's self-attention; q, k, v [B, L, heads, head_dim] after
         RoPE, out the attention output [B, L, heads, head_dim] before the output projection, grid = (F', H', W').
+    attention(q, k, v) -> out: replaces SDPA in self- and cross-attention ([B, L, heads, head_dim] in and out;
+        wan_core.attention.get_backend gives SageAttention / flash-attn ones).
+    run_block(block, x, ctx) -> x: runs a block in place of block(x, ctx) (wan_core.compile: one compiled function).
     """
 
     block: Optional[Callable[[int, nn.Module, torch.Tensor, "BlockContext"], torch.Tensor]] = None
     self_attn: Optional[Callable[..., torch.Tensor]] = None
+    attention: Optional[Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]] = None
+    run_block: Optional[Callable[[nn.Module, torch.Tensor, "BlockContext"], torch.Tensor]] = None
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,7 @@ class BlockContext:
     grid: tuple[int, int, int]  # post-patch token grid (F', H', W')
     dtype: torch.dtype  # compute dtype of the attention/FFN Linears
     hooks: Optional[DiTHooks] = None
+    attention: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] = attention  # q, k, v -> out
 
 
 def sinusoidal_embedding(dim: int, t: torch.Tensor) -> torch.Tensor:
@@ -123,7 +129,7 @@ class SelfAttention(nn.Module):
         k = self.norm_k(self.k(x)).unflatten(2, (heads, -1))  # [B, L, H, D]
         v = self.v(x).unflatten(2, (heads, -1))  # [B, L, H, D]
         q, k = apply_rope(q, ctx.rope), apply_rope(k, ctx.rope)
-        out = attention(q, k, v)  # [B, L, H, D]
+        out = ctx.attention(q, k, v)  # [B, L, H, D]
         if ctx.hooks is not None and ctx.hooks.self_attn is not None:
             out = ctx.hooks.self_attn(index, q, k, v, out, ctx.grid)
         return self.o(out.flatten(2))  # [B, L, C]
@@ -132,12 +138,12 @@ class SelfAttention(nn.Module):
 class CrossAttention(SelfAttention):
     """Queries from the video tokens, keys/values from the (padded) text; no RoPE, no mask."""
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: torch.Tensor, attn=attention) -> torch.Tensor:
         heads = self.num_heads
         q = self.norm_q(self.q(x)).unflatten(2, (heads, -1))  # [B, L, H, D]
         k = self.norm_k(self.k(context)).unflatten(2, (heads, -1))  # [B, Lt, H, D]
         v = self.v(context).unflatten(2, (heads, -1))  # [B, Lt, H, D]
-        return self.o(attention(q, k, v).flatten(2))  # [B, L, C]
+        return self.o(attn(q, k, v).flatten(2))  # [B, L, C]
 
 
 class WanAttentionBlock(nn.Module):
@@ -165,7 +171,7 @@ class WanAttentionBlock(nn.Module):
 
         y = self.self_attn(_modulate(x, mod(0), mod(1), self.eps).to(ctx.dtype), ctx, self.index)
         x = _residual(x, y, mod(2))
-        y = self.cross_attn(self.norm3(x).to(ctx.dtype), ctx.context)
+        y = self.cross_attn(self.norm3(x).to(ctx.dtype), ctx.context, ctx.attention)
         x = _residual(x, y)
         h = _modulate(x, mod(3), mod(4), self.eps).to(ctx.dtype)
         if torch.is_grad_enabled():
@@ -295,10 +301,12 @@ class WanTransformer(nn.Module):
         h = rearrange(h, "b c f h w -> b (f h w) c").float().contiguous()  # fp32 residual stream [B, L, C]
         e, e0 = self._time(t.to(x.device), h.shape[1])
         ctx = BlockContext(context=self.text_embedding(context.to(device=x.device, dtype=cd)),  # [B, text_len, C]
-                           e0=e0, rope=self.rope(grid, x.device), grid=grid, dtype=cd, hooks=hooks)
+                           e0=e0, rope=self.rope(grid, x.device), grid=grid, dtype=cd, hooks=hooks,
+                           attention=hooks.attention if hooks is not None and hooks.attention else attention)
         block_hook = hooks.block if hooks is not None else None
+        run_block = hooks.run_block if hooks is not None else None
         for i, block in enumerate(self.blocks):
-            h = block(h, ctx)
+            h = block(h, ctx) if run_block is None else run_block(block, h, ctx)
             if block_hook is not None:
                 h = block_hook(i, block, h, ctx)
         out = self.head(h, e, self.dtype_for("head", cd))  # [B, L, pf * ph * pw * out_dim]

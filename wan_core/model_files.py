@@ -46,11 +46,16 @@ def file_kind(file) -> str:
     """Kind of a safetensors file from its header only: "dit" (TI2V-5B), "dit16" (a 16-channel Wan DiT), "vae",
     "vae2.1", "t5", "unknown", or "unreadable"."""
     try:
-        header, _ = read_header(file)
-    except (CheckpointError, OSError) as e:
+        if Path(file).suffix.lower() == ".gguf":  # GGUF DiTs (wan_core.gguf_file): header only, as safetensors
+            from .gguf_file import gguf_shapes
+
+            shapes = gguf_shapes(file)
+        else:
+            header, _ = read_header(file)
+            shapes = {k: _Shape(tuple(v["shape"])) for k, v in header.items()}
+    except (CheckpointError, OSError, ImportError) as e:
         logger.warning("skipping %s: %s", file, e)
         return "unreadable"
-    shapes = {k: _Shape(tuple(v["shape"])) for k, v in header.items()}
     kind = detect_kind(shapes)
     if kind == "dit":
         patch = next((v.shape for k, v in shapes.items() if k.endswith("patch_embedding.weight")), None)
@@ -78,7 +83,8 @@ def _pick(role: str, candidates: dict[Path, str], where: str, base: Path) -> Pat
 
 
 def _scan(folder: Path) -> dict[Path, str]:
-    return {p: file_kind(p) for p in sorted(folder.rglob("*.safetensors")) if p.is_file()}
+    files = [*folder.rglob("*.safetensors"), *folder.rglob("*.gguf")]
+    return {p: file_kind(p) for p in sorted(files) if p.is_file()}
 
 
 def _comfy(root: Path) -> ModelFiles | None:

@@ -17,15 +17,18 @@ import torch
 from .config import OFFICIAL_DEFAULTS, SamplingConfig
 from .geometry import WAN22_VAE, latent_shape, validate_request
 from .guard import check_finite, finite_guard
-from .guidance import cfg_velocity_fn
+from .attention import AttentionRun
+from .guidance import cfg_pair_velocity_fn, cfg_velocity_fn
 from .i2v import check_image_latent, image_model_fn, impose, token_timesteps
 from .image import END_IMAGE, encode_image, prepare_image
 from .latent_format import denormalize_latents, normalize_latents
 from .noise import initial_noise
 from .param import FlowParam
 from .prompts import DEFAULT_NEGATIVE_PROMPT
-from .sampling import get_sampler
+from .sampling import STOCHASTIC, get_sampler
 from .schedules import denoise_sigmas, flow_sigmas, sigma_to_timestep
+from .speed import SpeedOptions, use_cfg_batch, with_hooks
+from .step_cache import CacheRun, StepCacheConfig, start_cache
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +70,46 @@ def dit_velocity_fn(dit: torch.nn.Module, context: torch.Tensor, *, hooks=None, 
     return velocity
 
 
+def dit_pair_fn(dit: torch.nn.Module, context: torch.Tensor, neg_context: torch.Tensor, *, hooks=None,
+                image_frames: int = 0) -> Callable:
+    """pair(x [B,C,T,H,W], sigma [B]) -> (v_cond, v_uncond) from ONE DiT forward on the batch [x; x] (cfg batching).
+
+    The two contexts are zero-padded to a common length: the DiT zero-pads every context to its text_len before
+    embedding it (cross-attention has no mask), so each half sees exactly what a separate call sees."""
+    def pair(x: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b = x.shape[0]
+        both = pad_context([*_batch(context, b), *_batch(neg_context, b)])  # [2B, L, D]
+        v = dit_velocity_fn(dit, both, hooks=hooks, image_frames=image_frames)(torch.cat([x, x]),
+                                                                              torch.cat([sigma, sigma]))  # [2B, ...]
+        return v[:b], v[b:]
+
+    return pair
+
+
+def guided_velocity_fn(dit: torch.nn.Module, context: torch.Tensor, neg_context: torch.Tensor | None, cfg: float,
+                       x: torch.Tensor, *, speed: SpeedOptions, cache_run: CacheRun, hooks=None,
+                       image_frames: int = 0) -> Callable:
+    """The guided velocity_fn(x, sigma) of a run. Around each DiT call, inside out: the attention backend's SDPA
+    fallback (wan_core.attention), the step cache (per branch, or the batched pair), then cfg. neg_context None =
+    no guidance (cfg 1). cfg batching per speed.cfg_batch (wan_core.speed.use_cfg_batch)."""
+    if speed.compile:
+        from .compile import block_runner
+
+        hooks = with_hooks(hooks, run_block=block_runner())
+    attn = AttentionRun(speed.attention, x.device)
+
+    def velocity(ctx: torch.Tensor) -> Callable:
+        return attn.guard(lambda a: dit_velocity_fn(dit, ctx, hooks=with_hooks(hooks, attention=a),
+                                                    image_frames=image_frames))
+
+    if neg_context is not None and use_cfg_batch(speed.cfg_batch, x, dit.cfg, per_token_time=image_frames > 0):
+        pair = attn.guard(lambda a: dit_pair_fn(dit, context, neg_context, hooks=with_hooks(hooks, attention=a),
+                                                image_frames=image_frames))
+        return cfg_pair_velocity_fn(cache_run.wrap_pair(pair), cfg)
+    cond, uncond = cache_run.wrap_branches(velocity(context), None if neg_context is None else velocity(neg_context))
+    return cfg_velocity_fn(cond, uncond, cfg)
+
+
 @torch.no_grad()
 def sample_latents(dit: torch.nn.Module, context: torch.Tensor, neg_context: torch.Tensor | None,
                    latent_raw: torch.Tensor, *, seed: int, steps: int = 50, cfg: float = 5.0, shift: float = 5.0,
@@ -74,7 +117,8 @@ def sample_latents(dit: torch.nn.Module, context: torch.Tensor, neg_context: tor
                    sigmas: torch.Tensor | None = None, noise: torch.Tensor | None = None,
                    callback: Callable | None = None, model_wrappers: Sequence[ModelWrapper] = (),
                    hooks=None, noise_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                   image_latent: torch.Tensor | None = None) -> torch.Tensor:
+                   image_latent: torch.Tensor | None = None, cache: StepCacheConfig | None = None,
+                   return_info: bool = False, speed: SpeedOptions | None = None):
     """Sample a raw (VAE-space) latent [B, C, T, H, W] like `latent_raw` (its values are used only when denoise < 1).
 
     context/neg_context: [1 or B, L, text_dim] prompt embeddings (zero-padded). `sigmas` overrides steps/shift/schedule/denoise.
@@ -85,6 +129,10 @@ def sample_latents(dit: torch.nn.Module, context: torch.Tensor, neg_context: tor
     image_latent: image-to-video, a raw VAE latent [1 or B, C, Ti, H, W] of the start image (wan_core.image
     encode_image): the first Ti latent frames start as it, their tokens get timestep 0, it is imposed on every model
     input and x0 estimate (wan_core.i2v) and the returned latent's first Ti frames equal it exactly.
+    cache: step caching of the DiT branches (wan_core.step_cache), None = every step computed. The DiT calls made
+    and skipped are logged (INFO); return_info=True returns (latent, info dict with "dit_calls", "dit_skipped",
+    "cache" and, for the calibrate method, "magcache_ratios").
+    speed: wan_core.speed.SpeedOptions (cfg batching "auto"/"on"/"off", compile, attention backend); None = defaults.
     """
     if cfg < 0:
         raise ValueError(f"cfg (guidance scale) must be >= 0 (got {cfg}); 5.0 is the official value, 1.0 disables guidance")
@@ -107,34 +155,39 @@ def sample_latents(dit: torch.nn.Module, context: torch.Tensor, neg_context: tor
     if image is not None:
         image_norm = normalize_latents(image.to(x.device))  # model space, as the official VAE encode returns it
         x = impose(x, image_norm)
-    cond = dit_velocity_fn(dit, context, hooks=hooks, image_frames=ti)
-    uncond = dit_velocity_fn(dit, neg_context, hooks=hooks, image_frames=ti) if neg_context is not None else None
-    if uncond is None and cfg != 1.0:
+    if neg_context is None and cfg != 1.0:
         raise ValueError(f"cfg={cfg} needs a negative prompt embedding; pass one or set cfg to 1.0")
-    model_fn = FlowParam.wrap(cfg_velocity_fn(cond, uncond, cfg))
+    cache_run = start_cache(cache, sigmas)  # counts DiT calls; with a cache, reuses branch outputs
+    model_fn = FlowParam.wrap(guided_velocity_fn(dit, context, neg_context if cfg != 1.0 else None, cfg, x,
+                                                 speed=speed or SpeedOptions(), cache_run=cache_run, hooks=hooks,
+                                                 image_frames=ti))
     for wrap in model_wrappers:
         model_fn = wrap(model_fn, sigmas)
     if image is not None:  # outermost: temporal wrappers see the imposed latent, their x0 gets the image back
         model_fn = image_model_fn(model_fn, image_norm)
     dtype = next(dit.parameters()).dtype
-    x0 = sample(model_fn, x, sigmas, callback=finite_guard(sigmas, callback, dtype=dtype))  # raises NonFiniteError
+    extra = {"seed": seed} if sampler in STOCHASTIC else {}  # per-step noise of lcm
+    x0 = sample(model_fn, x, sigmas, callback=finite_guard(sigmas, callback, dtype=dtype), **extra)  # NonFiniteError
+    (log.info if cache is not None else log.debug)(cache_run.log_line())
     out = denormalize_latents(check_finite(x0, "after the last step", "sampling", dtype))
-    return out if image is None else impose(out, image.to(out.device))  # the given raw values, bit for bit
+    out = out if image is None else impose(out, image.to(out.device))  # the given raw values, bit for bit
+    return (out, cache_run.report()) if return_info else out
 
 
 @dataclass
 class WanT2VPipeline:
     """Diffusers-like text-to-video pipeline over wan_core models.
 
-    device=None keeps every model where it is; with `offload=True` models wait on the CPU and move to `device` only while
-    their stage runs. `__call__` arguments left at None take `defaults` (from_pretrained reads them from the DiT file).
+    device=None keeps every model where it is; with `offload=True` (or "models") models wait on the CPU and move to
+    `device` only while their stage runs; "blocks" also streams the DiT's blocks one at a time (wan_core.offload).
+    `__call__` arguments left at None take `defaults` (from_pretrained reads them from the DiT file).
     """
 
     dit: torch.nn.Module
     vae: torch.nn.Module
     text_encoder: object
     device: torch.device | str | None = None
-    offload: bool = False
+    offload: bool | str = False  # False, True / "models", "blocks"
     defaults: SamplingConfig = SamplingConfig()  # what __call__ uses for arguments left at None
     defaults_source: str = OFFICIAL_DEFAULTS  # where `defaults` came from, for messages
 
@@ -148,7 +201,12 @@ class WanT2VPipeline:
 
     @contextlib.contextmanager
     def _stage(self, module: torch.nn.Module):
-        if self.offload and self.device is not None:
+        if self.offload == "blocks" and module is self.dit and self.device is not None:
+            from .offload import stream_blocks  # DiT blocks visit the device one at a time (wan_core.offload)
+
+            with stream_blocks(module, self.device):
+                yield
+        elif self.offload and self.device is not None:
             module.to(self.device)
             try:
                 yield
@@ -159,7 +217,7 @@ class WanT2VPipeline:
 
     @classmethod
     def from_pretrained(cls, path=None, *, dit=None, vae=None, text_encoder=None, tokenizer=None, device=None,
-                        dtype=None, vae_dtype=None, offload: bool = False, verify: bool = True) -> "WanT2VPipeline":
+                        dtype=None, vae_dtype=None, offload: bool | str = False, verify: bool = True) -> "WanT2VPipeline":
         """Load from a model folder (ComfyUI layout, diffusers folder or official folder) and/or explicit files.
 
         With no arguments at all the embedded tiny demo model shipped with the pack is used. dtype applies to the DiT
@@ -179,6 +237,20 @@ class WanT2VPipeline:
                                            verify=verify),
             device=device, offload=offload, defaults=defaults, defaults_source=source)
 
+    def load_lora(self, file, strength: float = 1.0, *, verify: bool = True) -> "WanT2VPipeline":
+        """Merge a LoRA file into the DiT (fp32 math, stored in the DiT's dtypes; any format wan_core.lora reads).
+        Several calls stack; `unload_loras()` restores the base weights bit for bit."""
+        from .lora import apply_lora_files
+
+        apply_lora_files(self.dit, [(file, strength)], verify=verify)
+        return self
+
+    def unload_loras(self) -> list[tuple[str, float]]:
+        """Remove every LoRA from the DiT (the original tensors come back) -> the (name, strength) pairs removed."""
+        from .lora import remove_loras
+
+        return remove_loras(self.dit)
+
     @torch.no_grad()
     def encode_prompt(self, prompt: str | Sequence[str], negative_prompt: str | None = None):
         """-> (context [B, L, D], negative context [B, L, D]); None negative means the official default."""
@@ -196,7 +268,8 @@ class WanT2VPipeline:
                  shift: float | None = None, seed: int = 0, sampler: str | None = None, schedule: str | None = None,
                  callback: Callable | None = None, output_type: str = "pt", decode_tile=None,
                  model_wrappers: Sequence[ModelWrapper] = (), hooks=None, temporal=None, deflicker: float = 0.0,
-                 image=None, end_image=None):
+                 image=None, end_image=None, sigmas=None, preset: str | None = None, cache=None,
+                 return_info: bool = False, speed: SpeedOptions | None = None):
         """Generate video(s): frames [T, H, W, 3] float in 0..1 for one prompt, [B, T, H, W, 3] for a list.
 
         Size, length, steps, guidance, shift, sampler and schedule left at None take `self.defaults` (the loaded
@@ -210,8 +283,23 @@ class WanT2VPipeline:
             file path): resized (LANCZOS) and centre-cropped to width x height (wan_core.image), VAE-encoded, and the
             video's first frame is fixed to it (wan_core.i2v). None = text-to-video. end_image is refused (the
             released weights condition on the first frame only).
+        sigmas: an explicit schedule (1-D, ending in 0; wan_core.few_step builds one from text) instead of
+            steps / shift / schedule. preset: "fastwan" or "turbo" (wan_core.few_step.PRESETS: lcm sampler, warped
+            timesteps, shift 5, cfg 1; arguments given explicitly still win) for those distilled weights.
+        cache: a wan_core.step_cache.StepCacheConfig (EasyCache / MagCache step reuse); None = off.
+        return_info: also return a dict with the DiT calls made and skipped ("dit_calls", "dit_skipped", ...).
+        speed: a wan_core.speed.SpeedOptions (cfg batching, regional torch.compile, attention backend); None =
+            defaults (cfg batching auto, eager, SDPA).
         Raises NonFiniteError (wan_core.guard) when sampling or decoding produces NaN/Inf.
         """
+        if preset is not None:
+            from .few_step import get_preset
+
+            p = get_preset(preset)
+            sampler = p.sampler if sampler is None else sampler
+            guidance_scale = p.cfg if guidance_scale is None else guidance_scale
+            sigmas = p.sigmas(shift) if sigmas is None else sigmas
+            shift = p.shift if shift is None else shift
         s = self.defaults.merged(width=width, height=height, num_frames=num_frames, steps=num_inference_steps,
                                  guidance_scale=guidance_scale, shift=shift, sampler=sampler, schedule=schedule)
         width, height, num_frames = s.width, s.height, s.num_frames
@@ -244,9 +332,11 @@ class WanT2VPipeline:
             z = sample_latents(self.dit, context, neg if s.guidance_scale != 1.0 else None, latent, seed=seed,
                                steps=s.steps, cfg=s.guidance_scale, shift=s.shift, sampler=s.sampler,
                                schedule=s.schedule, callback=callback, model_wrappers=model_wrappers, hooks=hooks,
-                               noise_transform=shape_noise, image_latent=image_latent)
+                               noise_transform=shape_noise, image_latent=image_latent, sigmas=sigmas, cache=cache,
+                               return_info=True, speed=speed)
+        z, info = z
         if output_type == "latent":
-            return z
+            return (z, info) if return_info else z
         with self._stage(self.vae):
             vae_dtype = next(self.vae.parameters()).dtype
             video = self.vae.decode(z.to(vae_dtype), tile=decode_tile)  # [B, 3, T, H, W]
@@ -257,4 +347,5 @@ class WanT2VPipeline:
 
             frames = torch.stack([deflicker_frames(clip, deflicker) for clip in frames])
         frames = frames.cpu()
-        return frames[0] if isinstance(prompt, str) else frames
+        frames = frames[0] if isinstance(prompt, str) else frames
+        return (frames, info) if return_info else frames

@@ -71,5 +71,10 @@ class Rope3D(nn.Module):
 def apply_rope(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     """Rotate x [B, L, H, D] by a complex table [L, 1, D/2] (from Rope3D); math in fp32, result in x.dtype."""
     b, l, h, d = x.shape
+    if torch.compiler.is_compiling():  # inductor has no code generation for complex ops: the same product in reals
+        xr = x.float().reshape(b, l, h, d // 2, 2)  # [B, L, H, D/2, (re, im)]
+        tr = torch.view_as_real(table)  # [L, 1, D/2, (cos, sin)]
+        re, im, c, s = xr[..., 0], xr[..., 1], tr[..., 0], tr[..., 1]
+        return torch.stack([re * c - im * s, re * s + im * c], dim=-1).reshape(b, l, h, d).to(x.dtype)
     xc = torch.view_as_complex(x.float().reshape(b, l, h, d // 2, 2))  # [B, L, H, D/2] complex64
     return torch.view_as_real(xc * table).reshape(b, l, h, d).to(x.dtype)  # [B, L, H, D]

@@ -27,6 +27,8 @@ from typing import Callable, Optional
 
 import torch
 
+from .noise import SEED_LIMIT, initial_noise
+
 ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Callback = Optional[Callable[[dict], None]]
 
@@ -154,11 +156,47 @@ def sample_unipc(model_fn: ModelFn, x: torch.Tensor, sigmas: torch.Tensor, *,
     return x
 
 
+_STEP_SEED_MUL = 0x9E3779B97F4A7C15  # odd: step seeds differ from the initial-noise seed and from each other
+
+
+def step_seed(seed: int, i: int) -> int:
+    """The seed of the fresh noise drawn after step i of a stochastic sampler run with `seed` (never `seed` itself)."""
+    return (seed + _STEP_SEED_MUL * (i + 1)) % SEED_LIMIT
+
+
+@torch.no_grad()
+def sample_lcm(model_fn: ModelFn, x: torch.Tensor, sigmas: torch.Tensor, *,
+               callback: Callback = None, seed: int = 0) -> torch.Tensor:
+    """Multistep consistency sampling: x0 estimate, re-noised to the next sigma (Song et al. 2023; Luo et al. 2023 LCM).
+
+    x = (1 - s') x0 + s' noise with fresh noise per step from wan_core.noise (seeded CPU generator, step_seed), so a
+    seed gives the same result on any device; the last step (s' = 0) returns the x0 estimate. The sampling of
+    step-distilled models (FastWan DMD, Wan2.2-TI2V-5B-Turbo; ComfyUI's `lcm` sampler does the same update).
+    """
+    _check_x(x)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT:
+        raise ValueError(f"seed must be an int with 0 <= seed < 2**64 (got {seed!r}); the lcm sampler draws its "
+                         "per-step noise from it")
+    sig = [s.item() for s in _sigma_list(sigmas)]
+    for i, (s, s_next) in enumerate(zip(sig, sig[1:])):
+        denoised = model_fn(x, torch.full((x.shape[0],), s, dtype=torch.float32, device=x.device))  # sigma [B]
+        if callback is not None:
+            callback({"i": i, "x": x, "sigma": s, "denoised": denoised})
+        if s_next == 0.0:
+            x = denoised
+        else:
+            noise = initial_noise(tuple(x.shape), step_seed(seed, i), device=x.device, dtype=x.dtype)
+            x = (1.0 - s_next) * denoised + s_next * noise
+    return x
+
+
 SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
     "unipc": sample_unipc,
     "euler": sample_euler,
     "dpm++2m": sample_dpmpp_2m,
+    "lcm": sample_lcm,
 }
+STOCHASTIC = frozenset({"lcm"})  # samplers that take a keyword `seed` for their per-step noise
 
 
 def get_sampler(name: str) -> Callable[..., torch.Tensor]:

@@ -48,6 +48,10 @@ def _config(sd: Mapping[str, torch.Tensor], kind: str) -> dict[str, Any] | None:
 
 def describe(path) -> dict[str, Any]:
     """Kind, format, config, dtype histogram, parameter count, bytes and sidecar hash of a checkpoint (no hashing)."""
+    from .gguf_file import describe_gguf, is_gguf
+
+    if is_gguf(path):  # GGUF: types per tensor instead of dtypes, header only
+        return describe_gguf(path, _config)
     sd, info = read_state_dict(path, verify=False)  # memory-mapped: only the header and shapes are read
     sd, prefix = strip_prefix(sd)
     kind = detect_kind(sd)

@@ -304,6 +304,9 @@ def main(argv=None) -> int:
     ap.add_argument("--i2v", action="store_true",
                     help="image-to-video: start from the first frame of each held-out clip; adds first-frame PSNR, "
                          "colour+shape kept and direction (with --ground-truth: the true clips)")
+    ap.add_argument("--concept", default=None, metavar="LORA",
+                    help="score the LoRA demo's concept (striped background, wan_core.demo.evaluate_concept) with "
+                         "and without this LoRA file, and the plain prompts with it")
     ap.add_argument("--seeds", type=int, default=2, help="seeds per held-out triple")
     ap.add_argument("--first-seed", type=int, default=0,
                     help="score seeds FIRST..FIRST+SEEDS-1 of each triple (e.g. 4: scenes no setting was picked on)")
@@ -322,6 +325,9 @@ def main(argv=None) -> int:
     if args.i2v and (args.vae_only or args.from_truth is not None):
         raise SystemExit("--i2v samples from the start image; it does not combine with --vae-only or --from-truth "
                          "(its output already prints the VAE's first-frame PSNR)")
+    if args.concept:
+        from .evaluate_concept import main_concept
+        return main_concept(args)
     if args.i2v:
         return _main_i2v(args, cases)
     if args.ground_truth:

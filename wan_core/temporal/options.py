@@ -145,7 +145,13 @@ def combine_hooks(*hooks: Optional[DiTHooks]) -> Optional[DiTHooks]:
             out = fn(i, q, k, v, out, grid)
         return out
 
-    return DiTHooks(block=block if blocks else None, self_attn=self_attn if attns else None)
+    single = {}  # attention backend and block runner (wan_core.attention / wan_core.compile): at most one each
+    for field in ("attention", "run_block"):
+        found = [getattr(h, field) for h in hooks if getattr(h, field) is not None]
+        if len(found) > 1:
+            raise ValueError(f"{len(found)} DiTHooks set {field}; only one attention backend / block runner can run")
+        single[field] = found[0] if found else None
+    return DiTHooks(block=block if blocks else None, self_attn=self_attn if attns else None, **single)
 
 
 def build(options: Optional[TemporalOptions], sigmas: Optional[torch.Tensor] = None
