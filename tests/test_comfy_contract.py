@@ -324,3 +324,50 @@ def test_demo_i2v_workflow_as_shipped_starts_from_the_shipped_image(comfy, tmp_p
     start = np.asarray(Image.open(START).convert("RGB"), dtype=np.float64)
     psnr = 10 * np.log10(255.0 ** 2 / ((frames[0] - start) ** 2).mean())
     assert psnr > 20, f"first frame vs the start image: {psnr:.1f} dB"  # the demo VAE reconstructs it at 25.5 dB
+
+
+def test_fast_workflow_and_native_sigmas_in_the_server(comfy, tmp_path):
+    """The shipped few-step graph (Few-Step Schedule turbo -> Speed Options -> sampler) as queued by a user, next to
+    branches that check its recipe against hand-set widgets, a Step Cache, and native BasicScheduler / KarrasScheduler
+    SIGMAS into our sampler's sigmas input."""
+    from wan_core.video import read_video
+
+    url, base = comfy
+    graph = client.apply_overrides(client.load_workflow(ROOT / "workflows" / "api" / "wan22_tiny_demo_fast.json"),
+                                   ["size=custom", "width=64", "height=64", "frames=5"])
+    shipped = graph["6"]["inputs"]
+
+    def sampler(node_id: str, prefix: str, **inputs) -> dict:  # a WanT2VSampler like the shipped one + SaveLatent
+        return {node_id: {"class_type": "WanT2VSampler", "inputs": {**shipped, **inputs}},
+                f"{node_id}s": {"class_type": "SaveLatent", "inputs": {"samples": [node_id, 0],
+                                                                      "filename_prefix": f"contract/{prefix}"}}}
+
+    plain = {"steps": 50, "cfg": 5.0, "shift": 3.0, "sampler": "unipc"}  # widgets the recipe must replace
+    graph.update({**sampler("6", "fast_shipped"),
+                  **sampler("60", "fast_widgets", **plain, options=["11", 0]),
+                  **sampler("61", "fast_by_hand", steps=4, cfg=1.0, sampler="lcm", sigmas=["10", 0], options=None),
+                  "62": {"class_type": "WanT2VStepCache", "inputs": {"method": "easycache", "threshold": 0.1,
+                                                                     "warmup": 0.2, "model": ["1", 0]}},
+                  **sampler("63", "fast_cached", **{**plain, "steps": 12}, options=["62", 0]),
+                  "64": {"class_type": "UNETLoader", "inputs": {"unet_name": NATIVE_DIT, "weight_dtype": "default"}},
+                  "65": {"class_type": "BasicScheduler", "inputs": {"model": ["64", 0], "scheduler": "simple",
+                                                                    "steps": 3, "denoise": 1.0}},
+                  **sampler("66", "fast_basic", sampler="euler", cfg=3.0, sigmas=["65", 0], options=None),
+                  "67": {"class_type": "KarrasScheduler", "inputs": {"steps": 3, "sigma_max": 1.0, "sigma_min": 0.05,
+                                                                     "rho": 7.0}},
+                  **sampler("68", "fast_karras", sampler="euler", cfg=3.0, sigmas=["67", 0], options=None)})
+    for node in graph.values():
+        node["inputs"] = {k: v for k, v in node["inputs"].items() if v is not None}
+    seen = _follow(url, graph)
+    assert seen["error"] is None, seen["error"]
+    frames, _ = read_video(next((base / "output" / "WanT2V").glob("tiny_demo_fast_*.mp4")))
+    assert frames.shape == (5, 64, 64, 3)
+    latents = {p: _latent_file(base, f"fast_{p}") for p in ("shipped", "widgets", "by_hand", "cached", "basic",
+                                                              "karras")}
+    assert torch.equal(latents["widgets"], latents["shipped"])  # the recipe replaced unipc / 50 steps / cfg 5
+    assert torch.equal(latents["by_hand"], latents["shipped"])  # = lcm, cfg 1 and its SIGMAS set by hand
+    assert all(torch.isfinite(v).all() for v in latents.values())
+    assert not torch.equal(latents["basic"], latents["karras"])  # each native schedule drove the sampler
+    log = (base / "server.log").read_text()
+    assert "few-step recipe turbo" in log and "replaces sampler=unipc, cfg=5.0" in log
+    assert "step cache easycache" in log and "DiT calls made" in log  # the cache's report reaches the server log

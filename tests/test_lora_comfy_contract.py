@@ -57,7 +57,8 @@ save_file({k[len("diffusion_model."):]: v.float().contiguous() for k, v in sd.it
 native_patches = len(patched.patches)
 native_warnings = [m for m in seen if "lora key not loaded" in m or "NOT LOADED" in m]
 
-from nodes.host import ComfyHost, WanModel
+from nodes.comfy_host import ComfyHost
+from nodes.host import WanModel
 from wan_core.loading import load_dit
 from wan_core.lora import read_lora
 host = ComfyHost.__new__(ComfyHost)  # no folder registration / input copies: only with_lora is exercised

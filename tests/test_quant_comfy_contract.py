@@ -13,12 +13,15 @@ import json
 import os
 import subprocess
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from tests.comfy_server import COMFY, ROOT, SKIP_REASON, comfy_server, get_json, make_base, server_python
 
+gguf = pytest.importorskip("gguf", reason="the gguf package is a runtime requirement (pip install gguf)")
 pytestmark = [pytest.mark.comfyui, pytest.mark.skipif(not COMFY, reason=SKIP_REASON)]
 DEMO = ROOT / "models" / "diffusion_models" / "wan2.2_tiny_demo_dit.safetensors"
 API = ROOT / "workflows" / "api" / "wan22_tiny_demo_t2v.json"
@@ -30,38 +33,43 @@ BRANCHES = {"bf16": (DEMO.name, False), "q8": (GGUF, False), "fp8": (FP8, False)
 
 LOWVRAM = r'''
 import json, sys
-root, comfy_path, models, gguf_name, lora_file, out = sys.argv[1:7]
+root, comfy_path, models, dit_names, lora_file, out = sys.argv[1:7]
+strength = float(sys.argv[7])
 sys.path[:0] = [root, comfy_path]
 sys.argv = [sys.argv[0], "--cpu"]
 import comfy.options
 comfy.options.enable_args_parsing()
 import torch, folder_paths, comfy.model_management
 from safetensors.torch import save_file
-from nodes.host import ComfyHost
+from nodes.comfy_host import ComfyHost
 from wan_core.lora import read_lora
 folder_paths.add_model_folder_path("diffusion_models", models)
 host = ComfyHost.__new__(ComfyHost); host._fp = folder_paths  # no pack folder registration / input copies
-base = host.load("dit", gguf_name, "auto", verify=False)
-handle = host.with_lora(base, read_lora(lora_file), float(sys.argv[7]))
 g = torch.Generator().manual_seed(0)
 x, t, c = torch.randn(1, 48, 3, 8, 8, generator=g), torch.tensor([700.0]), torch.randn(1, 7, 128, generator=g)
 def forward(patcher, **kw):
     patcher.patch_model(torch.device("cpu"), **kw)
     try:
+        counts.append(sum(1 for m in patcher.model.modules() if getattr(m, "weight_function", None)))
         with torch.no_grad():
-            return patcher.model.inner(x, t, c) if hasattr(patcher.model, "inner") else patcher.model(x, t, c)
+            return patcher.model(x, t, c).contiguous()
     finally:
         patcher.unpatch_model(torch.device("cpu"))
-model = handle.module
-low = forward(handle.patcher, lowvram_model_memory=1)
-lowvram_layers = sum(1 for m in model.modules() if getattr(m, "weight_function", None))
-full = forward(handle.patcher)
-plain = forward(base.patcher)
-low_again = forward(handle.patcher, lowvram_model_memory=1)
-json.dump({"qtypes": sorted({str(getattr(m, "qtype", None)) for m in model.modules() if hasattr(m, "qtype")}),
-           "object_patches": len(handle.patcher.object_patches), "weight_patches": len(handle.patcher.patches)},
-          open(out + "/report.json", "w"))
-save_file({"low": low, "full": full, "plain": plain, "low_again": low_again}, out + "/forwards.safetensors")
+report, tensors, counts = {}, {"x": x, "t": t, "c": c}, []
+for name in dit_names.split(","):
+    base = host.load("dit", name, "auto", verify=False)
+    handle = host.with_lora(base, read_lora(lora_file), strength)
+    low = forward(handle.patcher, lowvram_model_memory=1)
+    model, lowvram_layers = handle.patcher.model, counts[-1]  # layers patched per call (LowVramPatch)
+    full = forward(handle.patcher)
+    plain = forward(base.patcher)
+    low_again = forward(handle.patcher, lowvram_model_memory=1)
+    report[name] = {"qtypes": sorted({str(getattr(m, "qtype", None)) for m in model.modules() if hasattr(m, "qtype")}),
+                    "object_patches": len(handle.patcher.object_patches), "weight_patches": len(handle.patcher.patches),
+                    "lowvram_layers": lowvram_layers}
+    tensors.update({f"{name}/low": low, f"{name}/full": full, f"{name}/plain": plain, f"{name}/low_again": low_again})
+json.dump(report, open(out + "/report.json", "w"))
+save_file(tensors, out + "/forwards.safetensors")
 '''
 
 
@@ -79,14 +87,15 @@ def _kj_fp8(sd: dict) -> dict:
 
 
 def _random_lora(sd: dict) -> dict:
-    """Official / ComfyUI names on every block Linear: rank 4, alpha 4, strong enough to change the video visibly."""
+    """Official / ComfyUI names on every Linear (the blocks' and the embeddings' / head's, which stay dense bf16 in
+    the scaled-fp8 file): rank 4, alpha 4, strong enough to change the video visibly."""
     g = torch.Generator().manual_seed(1)
     lora = {}
     for k, w in sd.items():
-        if k.startswith("blocks.") and k.endswith(".weight") and w.ndim == 2:
+        if k.endswith(".weight") and w.ndim == 2:
             m = f"diffusion_model.{k.removesuffix('.weight')}"
-            lora[f"{m}.lora_up.weight"] = torch.randn(w.shape[0], 4, generator=g) * 0.1
-            lora[f"{m}.lora_down.weight"] = torch.randn(4, w.shape[1], generator=g) * 0.1
+            lora[f"{m}.lora_up.weight"] = torch.randn(w.shape[0], 4, generator=g) * 0.15
+            lora[f"{m}.lora_down.weight"] = torch.randn(4, w.shape[1], generator=g) * 0.15
             lora[f"{m}.alpha"] = torch.tensor(4.0)
     return lora
 
@@ -137,22 +146,30 @@ def comfy_quant(tmp_path_factory):
     sd = load_file(str(DEMO))
     save_file(_kj_fp8(sd), str(models / "diffusion_models" / FP8))
     save_file(_random_lora(sd), str(models / "loras" / LORA))
-    with comfy_server(base) as url:
-        listed = get_json(url + "/object_info/WanT2VModelLoader")["WanT2VModelLoader"]["input"]["required"]
-        pid = client.queue_prompt(url, _graph(), "quant")
-        history = client.wait_history(url, pid, 600)
-    assert history["status"]["status_str"] == "success", history["status"]
+    lend = base / "lend"  # the pack's runtime requirement `gguf`, lent to the server's Python (folder holding only it)
+    lend.mkdir()
+    (lend / "gguf").symlink_to(Path(gguf.__file__).parent)
+    extra = os.pathsep.join(filter(None, [str(lend), os.environ.get("COMFYUI_EXTRA_PYTHONPATH")]))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("COMFYUI_EXTRA_PYTHONPATH", extra)
+        with comfy_server(base) as url:
+            listed = get_json(url + "/object_info/WanT2VModelLoader")["WanT2VModelLoader"]["input"]["required"]
+            pid = client.queue_prompt(url, _graph(), "quant")
+            history = client.wait_history(url, pid, 600)
+    errors = [m[1] for m in history["status"]["messages"] if m[0] == "execution_error"]
+    assert history["status"]["status_str"] == "success", [
+        (e.get("node_type"), e.get("exception_message"), "".join(e.get("traceback", []))[-2000:]) for e in errors]
     videos = {tag: read_video(next((base / "output" / "quant").glob(f"{tag}_*.mp4")))[0] for tag in BRANCHES}
-    return base, models, listed["model_name"][0], videos
+    return base, models, listed["model_name"][0], videos, extra
 
 
 def test_loader_lists_gguf_and_scaled_fp8(comfy_quant):
-    _, _, names, _ = comfy_quant
+    _, _, names, *_ = comfy_quant
     assert {GGUF, FP8, DEMO.name} <= set(names)
 
 
 def test_quantized_videos_close_to_bf16(comfy_quant):
-    *_, videos = comfy_quant
+    *_, videos, _ = comfy_quant
     ref = videos["bf16"]
     assert ref.shape == (9, 96, 96, 3) and ref.std() > 10  # a real picture, not a flat frame
     scores = {tag: psnr(videos[tag], ref) for tag in ("q8", "fp8")}
@@ -161,7 +178,7 @@ def test_quantized_videos_close_to_bf16(comfy_quant):
 
 
 def test_lora_on_gguf_matches_lora_on_bf16(comfy_quant):
-    *_, videos = comfy_quant
+    *_, videos, _ = comfy_quant
     effect = psnr(videos["bf16_lora"], videos["bf16"])  # how much the LoRA changes the bf16 video
     agree = psnr(videos["q8_lora"], videos["bf16_lora"])
     q8_effect = psnr(videos["q8_lora"], videos["q8"])
@@ -171,19 +188,38 @@ def test_lora_on_gguf_matches_lora_on_bf16(comfy_quant):
     assert agree >= 30 and agree > effect + 8  # and the quantized model with it lands where bf16 with it does
 
 
-def test_gguf_with_lora_lowvram_equals_full_load(comfy_quant, tmp_path):
+@pytest.mark.parametrize("dit", [GGUF, FP8])
+def test_lora_lowvram_equals_full_load(lowvram_run, comfy_quant, dit):
+    from wan_core.loading import load_dit
+    from wan_core.lora import apply_loras, read_lora
+
+    report, out = lowvram_run
+    models = comfy_quant[1]
+    rep = report[dit]
+    assert rep["object_patches"] > 0  # packed layers: the delta rides in QuantLinear.patches (object patches)
+    if dit == FP8:  # its dense Linears get ModelPatcher weight patches, applied per call under lowvram
+        assert rep["weight_patches"] > 0 and rep["lowvram_layers"] > 0, rep
+    full, scale = out[f"{dit}/full"], out[f"{dit}/full"].abs().max()
+    assert (full - out[f"{dit}/plain"]).abs().max() > 1e-2 * scale  # the LoRA is in the forward
+    for key in ("low", "low_again"):
+        err = (out[f"{dit}/{key}"] - full).abs().max()
+        assert err <= 1e-5 * scale, f"{dit} {key}: max abs diff {err:.3g} vs output max {scale:.3g}"
+    model = load_dit(models / "diffusion_models" / dit, dtype=torch.float32, verify=False)  # standalone wan_core
+    apply_loras(model, [(read_lora(models / "loras" / LORA), STRENGTH)])
+    with torch.no_grad():
+        want = model(out["x"], out["t"], out["c"])
+    assert (full - want).abs().max() <= 1e-5 * scale  # ComfyUI's patching == wan_core's LoRA on the same file
+
+
+@pytest.fixture(scope="module")
+def lowvram_run(comfy_quant, tmp_path_factory):
     from safetensors.torch import load_file
 
-    _, models, _, _ = comfy_quant
-    env = dict(os.environ, PYTHONPATH=os.environ.get("COMFYUI_EXTRA_PYTHONPATH", ""))
-    proc = subprocess.run([server_python(), "-c", LOWVRAM, str(ROOT), COMFY, str(models / "diffusion_models"), GGUF,
-                           str(models / "loras" / LORA), str(tmp_path), str(STRENGTH)],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    _, models, _, _, extra = comfy_quant
+    tmp = tmp_path_factory.mktemp("quant_lowvram")
+    env = dict(os.environ, PYTHONPATH=extra)
+    proc = subprocess.run([server_python(), "-c", LOWVRAM, str(ROOT), COMFY, str(models / "diffusion_models"),
+                           f"{GGUF},{FP8}", str(models / "loras" / LORA), str(tmp), str(STRENGTH)],
+                          cwd=tmp, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    report = json.loads((tmp_path / "report.json").read_text())
-    out = load_file(str(tmp_path / "forwards.safetensors"))
-    assert "Q8_0" in report["qtypes"] and report["object_patches"] > 0
-    scale = out["full"].abs().max()
-    assert (out["full"] - out["plain"]).abs().max() > 1e-2 * scale  # the LoRA is in the forward
-    for key in ("low", "low_again"):
-        assert (out[key] - out["full"]).abs().max() <= 1e-5 * scale, key
+    return json.loads((tmp / "report.json").read_text()), load_file(str(tmp / "forwards.safetensors"))

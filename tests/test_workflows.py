@@ -24,7 +24,7 @@ API_FILES = sorted((ROOT / "workflows" / "api").glob("*.json"))
 UI_FILES = sorted((ROOT / "workflows").glob("*.json"))
 FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}  # UI-only node types (no backend class)
 WIDGET_TYPES = {"INT": int, "FLOAT": (int, float), "STRING": str, "BOOLEAN": bool}
-MODEL_COMBOS = {"model_name"}  # file dropdowns: their choices depend on the user's folders
+MODEL_COMBOS = {"model_name", "lora_name"}  # file dropdowns: their choices depend on the user's folders
 
 
 class LoadImageStandIn:
@@ -126,7 +126,19 @@ def models_dir(tmp_path_factory):
                 src = next((tiny / folder).glob("*.safetensors"))
                 (root / folder).mkdir(exist_ok=True)
                 shutil.copy(src, root / folder / name)
+            if node["class_type"] == "WanT2VLora":  # a LoRA of the tiny DiT under the shipped LoRA's name
+                _tiny_lora(tiny, root / "loras" / node["inputs"]["lora_name"])
     return root
+
+
+def _tiny_lora(tiny: Path, path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    from tests._lora_synth import lowrank_entries, official_sd
+
+    sd = load_file(str(next((tiny / "diffusion_models").glob("*.safetensors"))))
+    path.parent.mkdir(exist_ok=True)
+    save_file(official_sd(lowrank_entries(sd), alpha=4), str(path))
 
 
 def test_workflow_folders_are_not_empty():

@@ -27,6 +27,7 @@ TITLE_WORDS = {
     "WanT2VStepCache": [("cache",)],
     "WanT2VFewStepSchedule": [("schedule", "sigmas")],
     "WanT2VSpeedOptions": [("speed",)],
+    "WanT2VLora": [("lora",)],
     "LoadImage": [("load",), ("image",)],  # ComfyUI's own node (image-to-video start image)
     "Note": [("note",)],
     "MarkdownNote": [("note",)],

@@ -9,6 +9,8 @@ Read from hao-ai-lab/FastVideo (fastvideo/configs/pipelines/wan.py, Apache-2.0) 
 quanhaol/Wan2.2-TI2V-5B-Turbo builds on; no code copied. Tests: tests/test_schedules_explicit.py.
 Note: the DiT gets trunc(sigma * 1000) (939 for 0.9397) as for every wan_core schedule; the reference feeds the
 float 939.7, a timestep difference under 1 / 1000 of the range.
+FewStepRecipe / apply_recipe: a schedule with its sampler and cfg, as ComfyUI's WanT2V Few-Step Schedule hands it
+to WanT2V Sampler (the recipe wins over the sampler's widgets; an explicit SIGMAS input over the recipe's schedule).
 """
 from __future__ import annotations
 

@@ -15,6 +15,8 @@ displacement over the clip, in 8 directions or static) and its shape comes from 
                                                          # and denoised with the prompt: does the DiT keep it?
     python -m wan_core.demo.evaluate --i2v               # image-to-video from each clip's first frame
                                                          # (wan_core.demo.evaluate_i2v: + first-frame PSNR)
+    python -m wan_core.demo.evaluate --concept LORA      # the LoRA demo's striped background with / without LORA
+                                                         # (wan_core.demo.evaluate_concept)
 """
 from __future__ import annotations
 

@@ -111,7 +111,7 @@ def _fit(video: torch.Tensor, width: int | None, height: int | None) -> torch.Te
 def load_pixels(item: Item, *, width: int | None = None, height: int | None = None,
                 frames: int | None = None) -> torch.Tensor:
     """A training item as VAE input: [1, 3, T, H, W] float32 in -1..1 (T = 1 for an image)."""
-    data = torch.from_numpy(_read_frames(item, None if item.is_image else frames)).float() / 255.0  # [T, H, W, 3]
+    data = torch.from_numpy(np.array(_read_frames(item, None if item.is_image else frames))).float() / 255.0  # [T,H,W,3]
     video = _fit(data.permute(0, 3, 1, 2), width, height).clamp(0, 1)  # [T, 3, H, W]
     t, _, h, w = video.shape
     validate_request(w, h, t)

@@ -74,8 +74,9 @@ class QuantLinear(nn.Linear):
     Attributes: qtype (None = a plain weight, cast to the input's dtype/device per call), weight_shape (out, in),
     cols (stored row length), scale_weight (fp8 scale buffer or None), patches (LoRA: see `Patch`).
     `comfy_cast_weights` / `weight_function` / `bias_function` let ComfyUI's ModelPatcher leave the layer on the CPU
-    in low-VRAM mode (the forward moves what it needs); ModelPatcher's own weight patches are not applied to packed
-    layers (use `patches`).
+    in low-VRAM mode (the forward moves what it needs and applies the weight/bias functions, e.g. LoRA patches of a
+    plain layer, to the weight it built); for packed layers ModelPatcher's own weight patches are not used (LoRAs go
+    into `patches`).
     """
 
     comfy_cast_weights = False
@@ -110,6 +111,16 @@ class QuantLinear(nn.Linear):
         else:
             w = self.dense_weight(x.dtype, x.device)
         bias = None if self.bias is None else self.bias.to(device=x.device, dtype=x.dtype)
+        # ComfyUI low-VRAM: ModelPatcher's weight patches (LowVramPatch) applied per call. They may add in place, so
+        # they get a copy, never the stored parameter itself (`.to` returns it as is when dtype and device match).
+        if self.weight_function:
+            w = w.clone() if w.data_ptr() == self.weight.data_ptr() else w
+            for fn in self.weight_function:
+                w = fn(w)
+        if self.bias_function and bias is not None:
+            bias = bias.clone() if bias.data_ptr() == self.bias.data_ptr() else bias
+            for fn in self.bias_function:
+                bias = fn(bias)
         return F.linear(x, w, bias)
 
     def extra_repr(self) -> str:
