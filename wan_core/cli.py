@@ -17,6 +17,8 @@ from .runtime_cli import add_runtime_args, runtime_options
 from .speed_cli import add_speed_args, apply_speed_args, finish_speed
 from .quantize import add_quantize_parser
 from .lora.cli_train import add_lora_parser
+from .distributed.launch import add_distributed_args, start_session
+from .batch.command import add_batch_parser
 
 log = logging.getLogger("wan_core")
 
@@ -71,6 +73,7 @@ def _add_generate(sub):
                         "what the README measures)")
     add_speed_args(p)  # --preset, --sigmas, --timesteps, --warp, --cache (wan_core.speed_cli)
     add_runtime_args(p)  # --cfg-batch, --compile, --attention (wan_core.runtime_cli)
+    add_distributed_args(p)  # --ulysses, --cfg-parallel under torchrun (wan_core.distributed.launch)
     p.set_defaults(func=cmd_generate)
 
 
@@ -139,7 +142,8 @@ def cmd_generate(args) -> int:
     validate_request(s.width, s.height, s.num_frames)  # fail before loading models
     image, image_meta = _start_image(args, s)
     print(line, flush=True)
-    device = pick_device(args.device)
+    session = start_session(args)  # torchrun + --ulysses/--cfg-parallel: process group and this rank's device
+    device = session.device if session else pick_device(args.device)
     runtime = runtime_options(args, device)  # a missing attention package fails here, before any model loads
     if args.offload == "blocks" and args.compile:
         raise ValueError("--offload blocks streams each block's weights per call, which --compile cannot trace; "
@@ -148,10 +152,11 @@ def cmd_generate(args) -> int:
     on_cpu = device.type == "cpu"
     if dtype is None and (use_demo or on_cpu):
         dtype = torch.float32  # half-precision matmuls and convs are slow (or missing) on CPUs
-    pipe = WanT2VPipeline.from_pretrained(dit=files.dit, vae=files.vae, text_encoder=files.text_encoder,
-                                          tokenizer=files.tokenizer, device=device, dtype=dtype,
-                                          vae_dtype=torch.float32 if on_cpu else None, offload=args.offload,
-                                          verify=not args.no_verify)
+    load = session.load_pipeline if session else WanT2VPipeline.from_pretrained  # distributed: umT5 on rank 0
+    pipe = load(dit=files.dit, vae=files.vae, text_encoder=files.text_encoder,
+                tokenizer=files.tokenizer, device=device, dtype=dtype,
+                vae_dtype=torch.float32 if on_cpu else None, offload=args.offload,
+                verify=not args.no_verify)
     from .lora import load_cli_loras
 
     loras = load_cli_loras(pipe, args.lora, verify=not args.no_verify)  # --lora FILE[:STRENGTH], applied in order
@@ -164,6 +169,8 @@ def cmd_generate(args) -> int:
         raise NonFiniteError(f"{e} No file was written. The files used: DiT {files.dit}, VAE {files.vae}.") from None
     finally:
         bar.close()
+    if session is not None and not session.writes_output:
+        return 0  # sampling done on every rank; rank 0 decodes and writes the mp4
     for speed_line in finish_speed(args, info, files.dit):
         print(speed_line, flush=True)
     if args.interpolate > 1:
@@ -254,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_convert)
     add_quantize_parser(sub)  # python -m wan_core quantize IN OUT --type Q8_0 (wan_core.quantize)
     add_lora_parser(sub)  # python -m wan_core lora train --data DIR --out my_lora.safetensors (wan_core.lora)
+    add_batch_parser(sub)  # python -m wan_core batch jobs.jsonl --out DIR [--ray auto] (wan_core.batch)
     return parser
 
 

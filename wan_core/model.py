@@ -69,6 +69,8 @@ class BlockContext:
     dtype: torch.dtype  # compute dtype of the attention/FFN Linears
     hooks: Optional[DiTHooks] = None
     attention: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] = attention  # q, k, v -> out
+    # self-attention only, in place of `attention` when set (wan_core.distributed: Ulysses all-to-all around it)
+    self_attention: Optional[Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]] = None
 
 
 def sinusoidal_embedding(dim: int, t: torch.Tensor) -> torch.Tensor:
@@ -129,7 +131,7 @@ class SelfAttention(nn.Module):
         k = self.norm_k(self.k(x)).unflatten(2, (heads, -1))  # [B, L, H, D]
         v = self.v(x).unflatten(2, (heads, -1))  # [B, L, H, D]
         q, k = apply_rope(q, ctx.rope), apply_rope(k, ctx.rope)
-        out = ctx.attention(q, k, v)  # [B, L, H, D]
+        out = (ctx.self_attention or ctx.attention)(q, k, v)  # [B, L, H, D]
         if ctx.hooks is not None and ctx.hooks.self_attn is not None:
             out = ctx.hooks.self_attn(index, q, k, v, out, ctx.grid)
         return self.o(out.flatten(2))  # [B, L, C]

@@ -8,6 +8,12 @@ the type of the value it replaces (numbers, booleans, JSON for lists). `--image 
 workflows) uploads the file through POST /upload/image and points the graph's LoadImage node at it. The workflow is queued with POST /prompt,
 progress is read from the /ws websocket (falls back to polling /history), outputs are downloaded via /view.
 Exit status: 0 on success, 1 when the server rejects or fails the workflow (its message is printed), 2 for usage errors.
+
+Many jobs over several servers (one ComfyUI per GPU): `--jobs jobs.jsonl` with one JSON object per line, `output` (the
+file name) plus `--set` keys, e.g. {"output": "fox.mp4", "Prompt.prompt": "a red fox", "seed": 7} (optional "image":
+a start image, relative to the jobs file), and `--server` repeated. Each server takes the next job when it is free.
+Files are written atomically with a line in OUT/manifest.jsonl (job, file, sha256, seconds, worker = the server); a
+re-run skips jobs whose files exist and match. Exit status 1 when a job failed (the others still run), 130 on Ctrl-C.
 """
 from __future__ import annotations
 
@@ -16,9 +22,12 @@ import base64
 import hashlib
 import json
 import os
+import queue
 import socket
 import struct
 import sys
+import tempfile
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -254,22 +263,48 @@ def wait_history(server: str, prompt_id: str, timeout: float, poll: float = 1.0)
     raise TimeoutError(f"prompt {prompt_id} did not finish within {timeout:g} s")
 
 
-def download_outputs(server: str, entry: dict, out_dir: Path) -> list[Path]:
-    """Fetch every file the prompt's output nodes report (images, videos, gifs...) via /view into out_dir."""
+def fetch_outputs(server: str, entry: dict) -> list[tuple[str, bytes]]:
+    """(file name, bytes) of every file the prompt's output nodes report (images, videos, gifs...), via /view."""
     status = entry.get("status", {})
     if status.get("status_str") == "error":
         errors = [d for ev, d in status.get("messages", []) if ev == "execution_error"]
         raise WorkflowError(errors[0].get("exception_message", "execution failed") if errors else "execution failed")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    saved = []
+    files = []
     for output in entry.get("outputs", {}).values():
         for items in output.values():
             for item in items if isinstance(items, list) else []:
                 if isinstance(item, dict) and "filename" in item:
                     query = urllib.parse.urlencode({k: item.get(k, "") for k in ("filename", "subfolder", "type")})
-                    path = out_dir / Path(item["filename"]).name
-                    path.write_bytes(_request(server, f"/view?{query}", timeout=300))
-                    saved.append(path)
+                    files.append((Path(item["filename"]).name, _request(server, f"/view?{query}", timeout=300)))
+    return files
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Temporary file beside `path`, then rename: the file is complete or absent."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs get the usual mode
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def download_outputs(server: str, entry: dict, out_dir: Path) -> list[Path]:
+    """Fetch every file the prompt's output nodes report into out_dir (each written atomically)."""
+    saved = []
+    for name, data in fetch_outputs(server, entry):
+        write_atomic(out_dir / name, data)
+        saved.append(out_dir / name)
     return saved
 
 
@@ -278,6 +313,13 @@ def run(server: str, graph: dict, out_dir: Path, *, timeout: float = 3600.0, use
     """Queue `graph`, follow its progress, download its outputs; returns the saved files.
 
     extra_data: e.g. {"extra_pnginfo": {"workflow": <UI-format graph>}} so saved files embed the UI workflow."""
+    return download_outputs(server, execute(server, graph, timeout=timeout, use_ws=use_ws, log=log,
+                                            extra_data=extra_data), out_dir)
+
+
+def execute(server: str, graph: dict, *, timeout: float = 3600.0, use_ws: bool = True, log=print,
+            extra_data: dict | None = None) -> dict:
+    """Queue `graph` and wait for it; returns its /history entry."""
     client_id = uuid.uuid4().hex
     ws = None
     if use_ws:
@@ -290,17 +332,176 @@ def run(server: str, graph: dict, out_dir: Path, *, timeout: float = 3600.0, use
         log(f"queued prompt {prompt_id}")
         if ws is not None:
             wait_websocket(ws, prompt_id, log)
-        entry = wait_history(server, prompt_id, timeout)
+        return wait_history(server, prompt_id, timeout)
     finally:
         if ws is not None:
             ws.close()
-    return download_outputs(server, entry, out_dir)
+
+
+# many jobs over several servers ---------------------------------------------------------------------------------------
+MANIFEST = "manifest.jsonl"
+
+
+def parse_jobs(path: str | os.PathLike, graph: dict) -> tuple[list[dict], list[str]]:
+    """A jobs file -> (jobs {line, output, image, graph, key}, errors "line N: ..."); bad lines do not stop the rest.
+
+    A line is a JSON object: `output` (file name in --out), optional `image`, every other key a --set KEY=VALUE."""
+    path = Path(path)
+    jobs, errors, seen = [], [], {}
+    for number, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not text.strip():
+            continue
+        try:
+            obj = json.loads(text)
+            if not isinstance(obj, dict) or not isinstance(obj.get("output"), str):
+                raise ValueError('expected a JSON object with an "output" file name, e.g. {"output": "fox.mp4", '
+                                 '"Prompt.prompt": "a red fox", "seed": 7}')
+            out = Path(obj["output"])
+            if out.is_absolute() or ".." in out.parts or not out.name:
+                raise ValueError(f"output {obj['output']!r} must be a relative file name inside --out (no '..')")
+            if out.as_posix() in seen:
+                raise ValueError(f"output {obj['output']!r} is already the output of line {seen[out.as_posix()]}")
+            sets = [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in obj.items()
+                    if k not in ("output", "image")]
+            job_graph, image, digest = apply_overrides(graph, sets), None, ""
+            if obj.get("image") is not None:
+                image = Path(obj["image"]) if Path(obj["image"]).is_absolute() else path.parent / obj["image"]
+                if not image.is_file():
+                    raise ValueError(f"image {obj['image']!r} not found (looked for {image}); paths are relative to "
+                                     "the jobs file")
+                set_image(job_graph, image.name)  # the workflow must have one LoadImage node
+                digest = hashlib.sha256(image.read_bytes()).hexdigest()
+        except ValueError as e:  # json.JSONDecodeError is a ValueError
+            errors.append(f"line {number}: {e}")
+            continue
+        seen[out.as_posix()] = number
+        key = hashlib.sha256(json.dumps({"graph": job_graph, "image": digest}, sort_keys=True).encode()).hexdigest()
+        jobs.append({"line": number, "output": out.as_posix(), "image": image, "graph": job_graph, "key": key})
+    return jobs, errors
+
+
+class Manifest:
+    """OUT/manifest.jsonl: one complete line per finished job, appended after its files were renamed into place."""
+
+    def __init__(self, out_dir: Path):
+        self.out_dir, self.path, self.entries = Path(out_dir), Path(out_dir) / MANIFEST, {}
+        if self.path.is_file():
+            for text in self.path.read_text(encoding="utf-8").splitlines():
+                try:
+                    entry = json.loads(text)
+                except ValueError:
+                    continue  # an interrupted line
+                if isinstance(entry, dict) and "sha256" in entry:
+                    self.entries[entry["job"]] = entry
+
+    def is_done(self, job: dict) -> bool:
+        entry = self.entries.get(job["output"])
+        if entry is None or entry.get("key") != job["key"]:
+            return False
+        files = [entry] + entry.get("more", [])
+        return all((self.out_dir / f["file"]).is_file() and hashlib.sha256((self.out_dir / f["file"]).read_bytes())
+                   .hexdigest() == f["sha256"] for f in files)
+
+    def record(self, job: dict, files: list[tuple[str, bytes]], seconds: float, worker: str) -> dict:
+        stem, suffix = os.path.splitext(job["output"])
+        written = []
+        for i, (name, data) in enumerate(files):  # fox.mp4; a second output file: fox_2.<its extension>
+            rel = job["output"] if i == 0 else f"{stem}_{i + 1}{Path(name).suffix or suffix}"
+            write_atomic(self.out_dir / rel, data)
+            written.append({"file": rel, "sha256": hashlib.sha256(data).hexdigest()})
+        entry = {"job": job["output"], **written[0], "seconds": round(seconds, 3), "worker": worker, "key": job["key"]}
+        if len(written) > 1:
+            entry["more"] = written[1:]
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(entry, ensure_ascii=False) + "\n")
+        self.entries[job["output"]] = entry
+        return entry
+
+
+def run_batch(servers: list[str], jobs: list[dict], out_dir: Path, *, timeout: float = 3600.0, use_ws: bool = True,
+              retries: int = 2, extra_data: dict | None = None, log=print) -> dict:
+    """Spread the jobs not yet done over the servers (one thread each, taking the next job when free).
+
+    A server the client cannot reach is dropped and its job goes to another (at most `retries` times); a job the
+    server rejects or fails is reported failed. Returns {"rendered", "skipped", "failed": [(job, error)],
+    "interrupted"}; Ctrl-C stops after the file being written (prompts already queued keep running there)."""
+    manifest = Manifest(out_dir)
+    todo = [j for j in jobs if not manifest.is_done(j)]
+    result = {"rendered": [], "skipped": [j["output"] for j in jobs if j not in todo], "failed": [],
+              "interrupted": False}
+    work, lock, stop = queue.Queue(), threading.Lock(), threading.Event()
+    for job in todo:
+        work.put(job)
+    state = {"pending": len(todo), "attempts": {}}
+    total = len(jobs)
+
+    def finish(job, error=None):
+        with lock:
+            state["pending"] -= 1
+            if error is None:
+                result["rendered"].append(job["output"])
+            else:
+                result["failed"].append((job["output"], error))
+            n = len(result["rendered"]) + len(result["skipped"]) + len(result["failed"])
+        log(f"[{n}/{total}] " + (f"failed {job['output']} (line {job['line']}): {error}" if error else
+                                 f"wrote {out_dir / job['output']}"))
+
+    def worker(server: str):
+        while not stop.is_set() and state["pending"] > 0:
+            try:
+                job = work.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            tries = state["attempts"][job["output"]] = state["attempts"].get(job["output"], 0) + 1
+            start = time.monotonic()
+            try:
+                graph = job["graph"]
+                if job["image"] is not None:
+                    graph = set_image(graph, upload_image(server, job["image"]))
+                files = fetch_outputs(server, execute(server, graph, timeout=timeout, use_ws=use_ws,
+                                                      log=lambda message: None, extra_data=extra_data))
+                if not files:
+                    raise WorkflowError("the workflow saved no files; it needs an output node (e.g. Save Video)")
+            except (WorkflowError, TimeoutError) as e:  # the server ran the job and it failed: not retried
+                finish(job, f"{server}: {e}")
+            except OSError as e:  # the server is unreachable: drop it, another one takes the job
+                if tries <= retries:
+                    log(f"{server} unreachable ({e}); {job['output']} goes to another server")
+                    work.put(job)
+                else:
+                    finish(job, f"{server} unreachable after {tries} attempts: {e}")
+                return
+            else:
+                with lock:
+                    if stop.is_set():
+                        return  # Ctrl-C: nothing more is written
+                    manifest.record(job, files, time.monotonic() - start, server)
+                finish(job)
+
+    threads = [threading.Thread(target=worker, args=(s,), daemon=True) for s in servers]
+    for t in threads:
+        t.start()
+    try:
+        while any(t.is_alive() for t in threads):
+            time.sleep(0.1)
+    except KeyboardInterrupt:
+        with lock:  # waits for a file being written, then nothing more is
+            stop.set()
+        result["interrupted"] = True
+        return result
+    while not work.empty():
+        finish(work.get(), "no server left: every --server was unreachable")
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("workflow", help="API-format workflow JSON")
-    parser.add_argument("--server", default="http://127.0.0.1:8188")
+    parser.add_argument("--server", action="append", default=None,
+                        help="ComfyUI URL (default http://127.0.0.1:8188); repeat with --jobs to spread the jobs")
+    parser.add_argument("--jobs", metavar="JSONL", help="one job per line (see above); outputs go to --out")
+    parser.add_argument("--retries", type=int, default=2, help="--jobs: times a job moves on when its server is "
+                                                               "unreachable (default 2)")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--out", default="outputs", help="folder for the downloaded outputs")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for the result")
@@ -310,7 +511,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image", metavar="PNG", help="start image for an image-to-video workflow: uploaded to the "
                                                        "server's input folder and set on the LoadImage node")
     args = parser.parse_args(argv)
+    servers = args.server or ["http://127.0.0.1:8188"]
     try:
+        if len(servers) > 1 and not args.jobs:
+            raise ValueError(f"{len(servers)} --server URLs need --jobs (one workflow runs on one server)")
+        if args.jobs and args.image:
+            raise ValueError("--image with --jobs: give each job its start image as \"image\" in the jobs file")
         graph = apply_overrides(load_workflow(args.workflow), args.sets)
         extra = {"extra_pnginfo": {"workflow": json.loads(Path(args.embed_ui).read_text(encoding="utf-8"))}} \
             if args.embed_ui else None
@@ -321,10 +527,12 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.jobs:
+        return _main_batch(args, servers, graph, extra)
     try:
         if args.image:
-            graph = set_image(graph, upload_image(args.server, args.image))
-        files = run(args.server, graph, Path(args.out), timeout=args.timeout, use_ws=not args.no_ws,
+            graph = set_image(graph, upload_image(servers[0], args.image))
+        files = run(servers[0], graph, Path(args.out), timeout=args.timeout, use_ws=not args.no_ws,
                     extra_data=extra)
     except (WorkflowError, TimeoutError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -332,6 +540,24 @@ def main(argv: list[str] | None = None) -> int:
     for path in files:
         print(path)
     return 0
+
+
+def _main_batch(args, servers: list[str], graph: dict, extra: dict | None) -> int:
+    try:
+        jobs, errors = parse_jobs(args.jobs, graph)
+    except OSError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for e in errors:
+        print(f"error: {args.jobs} {e}", file=sys.stderr)
+    r = run_batch(servers, jobs, Path(args.out), timeout=args.timeout, use_ws=not args.no_ws, retries=args.retries,
+                  extra_data=extra)
+    for job, error in r["failed"]:
+        print(f"error: job {job}: {error}", file=sys.stderr)
+    print(f"{len(r['rendered'])} rendered, {len(r['skipped'])} skipped (already done), {len(r['failed'])} failed, "
+          f"{len(errors)} bad line(s); manifest: {Path(args.out) / MANIFEST}" + (" (interrupted)" if r["interrupted"]
+                                                                                  else ""))
+    return 130 if r["interrupted"] else 1 if r["failed"] or errors else 0
 
 
 if __name__ == "__main__":
