@@ -15,7 +15,7 @@ displacement over the clip, in 8 directions or static) and its shape comes from 
                                                          # and denoised with the prompt: does the DiT keep it?
     python -m wan_core.demo.evaluate --i2v               # image-to-video from each clip's first frame
                                                          # (wan_core.demo.evaluate_i2v: + first-frame PSNR)
-    python -m wan_core.demo.evaluate --concept LORA      # the LoRA demo's striped background with / without LORA
+    python -m wan_core.demo.evaluate --concept LORA      # the LoRA demo's golden background with / without
                                                          # (wan_core.demo.evaluate_concept)
 """
 from __future__ import annotations
@@ -307,7 +307,7 @@ def main(argv=None) -> int:
                     help="image-to-video: start from the first frame of each held-out clip; adds first-frame PSNR, "
                          "colour+shape kept and direction (with --ground-truth: the true clips)")
     ap.add_argument("--concept", default=None, metavar="LORA",
-                    help="score the LoRA demo's concept (striped background, wan_core.demo.evaluate_concept) with "
+                    help="score the LoRA demo's concept (golden background, wan_core.demo.evaluate_concept) with "
                          "and without this LoRA file, and the plain prompts with it")
     ap.add_argument("--seeds", type=int, default=2, help="seeds per held-out triple")
     ap.add_argument("--first-seed", type=int, default=0,

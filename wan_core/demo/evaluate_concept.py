@@ -1,119 +1,95 @@
-"""Scores the LoRA demo's concept (a striped background, wan_core.demo.stripes) with and without a LoRA.
+"""Scores the LoRA demo's concept (a golden background, wan_core.demo.concept) with and without a LoRA.
 
-How it sees stripes: the background of each row is the evaluator's (wan_core.demo.evaluate: the median colour of
-the row's border pixels over all frames). Projected on their main colour axis, the rows split into a light and a
-dark group at the midpoint; a striped background has at least MIN_BANDS bands of at least MIN_BAND_PX rows and the
-two groups' mean colours lie at least MIN_CONTRAST apart (a plain background: one band; two-tone: two).
+How it sees the background: the evaluator's row backgrounds (wan_core.demo.evaluate: the median colour of each row's
+border pixels over all frames), their median over the rows; the video shows the concept when that colour is nearer
+to GOLD than to any background or object colour of the world and within MAX_DISTANCE of it.
 
-Three prompt sets, all on the held-out triples (wan_core.demo.evaluate.held_out_cases):
-- "named": the striped caption of each held-out scene (EN and ZH): the share drawn striped is the concept score;
-- "plain": the held-out prompts as they are: colour / shape / motion (and the share drawn striped, which should
-  stay 0) must stay close to the base model's.
+Two prompt sets, both on the held-out triples (wan_core.demo.evaluate.held_out_cases):
+- "named": the concept caption of each held-out scene (EN and ZH): the share on the golden background is the concept score;
+- "plain": the held-out prompts as they are: colour / shape / motion (and the share on the golden background, which should stay
+  0) must stay close to the base model's.
 
-    python -m wan_core.demo.evaluate --concept models/loras/wan2.2_tiny_demo_stripes_lora.safetensors
+    python -m wan_core.demo.evaluate --concept models/loras/wan2.2_tiny_demo_golden_lora.safetensors
     python -m wan_core.demo.evaluate --concept LORA --ground-truth       # the true clips: must score 100% / 0%
 """
 from __future__ import annotations
 
-import logging
 import time
 
 import torch
 
 from .captions import LANGS
+from .concept import GOLD, GOLD_NAME, concept_caption, render_concept
 from .evaluate import BORDER, Case, evaluate, format_table, held_out_cases, model_generator
-from .stripes import render_striped, striped_caption
+from .world import BACKGROUND_COLOURS, OBJECT_COLOURS
 
-log = logging.getLogger(__name__)
-
-MIN_BANDS = 4  # bands (runs of rows of one group) a striped background shows at least: all 4 of a 128-px frame
-MIN_BAND_PX = 4  # a run shorter than this is merged into its neighbours (edges blurred by the decoder)
-MIN_CONTRAST = 0.08  # RGB distance between the mean colours of the light and dark rows
+MAX_DISTANCE = 0.25  # RGB distance from GOLD within which a background counts as golden
+_OTHERS = torch.tensor(list(BACKGROUND_COLOURS.values()) + [v for k, v in OBJECT_COLOURS.items() if k != GOLD_NAME])
 
 
-def row_background(frames: torch.Tensor) -> torch.Tensor:
-    """[T, H, W, 3] -> [H, 3]: each row's background, the median of its border pixels over all frames."""
+def background_colour(frames: torch.Tensor) -> torch.Tensor:
+    """[T, H, W, 3] -> [3]: the median over the rows of each row's background (median of its border pixels)."""
     frames = frames.float()
     border = torch.cat([frames[:, :, :BORDER], frames[:, :, -BORDER:]], dim=2)  # [T, H, 2 * BORDER, 3]
-    return border.transpose(0, 1).flatten(1, 2).median(dim=1).values
+    rows = border.transpose(0, 1).flatten(1, 2).median(dim=1).values  # [H, 3]
+    return rows.median(dim=0).values
 
 
-def bands(frames: torch.Tensor) -> tuple[int, float]:
-    """(number of light/dark bands of the rows' background, RGB distance between the two groups' means)."""
-    bg = row_background(frames)  # [H, 3]
-    centred = bg - bg.mean(0)
-    axis = torch.linalg.svd(centred, full_matrices=False).Vh[0]  # [3] main colour axis of the rows
-    p = centred @ axis  # [H]
-    dark = p < (p.max() + p.min()) / 2
-    if dark.all() or not dark.any():
-        return 1, 0.0
-    contrast = (bg[dark].mean(0) - bg[~dark].mean(0)).norm().item()
-    runs = []  # [label, length]
-    for d in dark.tolist():
-        if runs and runs[-1][0] == d:
-            runs[-1][1] += 1
-        else:
-            runs.append([d, 1])
-    merged = []
-    for label, n in runs:  # short runs join the run before them
-        if merged and (n < MIN_BAND_PX or merged[-1][0] == label):
-            merged[-1][1] += n
-        else:
-            merged.append([label, n])
-    return len(merged), contrast
+def shows_concept(frames: torch.Tensor) -> bool:
+    """Is the video's background golden?"""
+    bg = background_colour(frames)
+    d = (bg - torch.tensor(GOLD)).norm().item()
+    return d <= MAX_DISTANCE and d < (_OTHERS - bg).norm(dim=-1).min().item()
 
 
-def is_striped(frames: torch.Tensor) -> bool:
-    """Does the video show a striped background?"""
-    n, contrast = bands(frames)
-    return n >= MIN_BANDS and contrast >= MIN_CONTRAST
-
-
-def striped_cases(cases: list[Case]) -> list[Case]:
-    """The same held-out scenes with the striped caption (two-tone off: the concept replaces it)."""
+def concept_cases(cases: list[Case]) -> list[Case]:
+    """The same held-out scenes with the concept caption (two-tone off: the concept replaces the background), but
+    those of a yellow object (invisible on the golden background)."""
     from dataclasses import replace
 
     out = []
     for i, c in enumerate(cases):
+        if c.scene.objects[0].colour == GOLD_NAME:
+            continue
         scene = replace(c.scene, two_tone=False)
-        out.append(Case(scene, c.seed, {lang: striped_caption(scene, lang, variant=i) for lang in LANGS}))
+        out.append(Case(scene, c.seed, {lang: concept_caption(scene, lang, variant=i) for lang in LANGS}))
     return out
 
 
 def run_set(generate, cases: list[Case]) -> dict:
-    """evaluate() plus the share of videos drawn striped, per language."""
+    """evaluate() plus the share of videos that show the concept, per language."""
     seen = {lang: [] for lang in LANGS}
 
     def gen(case: Case, lang: str) -> torch.Tensor:
         frames = generate(case, lang)
-        seen[lang].append(is_striped(frames))
+        seen[lang].append(shows_concept(frames))
         return frames
     report = evaluate(gen, cases)
-    report["striped"] = {lang: sum(v) / max(1, len(v)) for lang, v in seen.items()}
+    report["concept"] = {lang: sum(v) / max(1, len(v)) for lang, v in seen.items()}
     return report
 
 
 def format_concept(name: str, report: dict) -> str:
-    share = "  ".join(f"{lang} {100 * v:.1f}%" for lang, v in report["striped"].items())
-    return f"== {name}: drawn striped {share}\n{format_table(report)}"
+    share = "  ".join(f"{lang} {100 * v:.1f}%" for lang, v in report["concept"].items())
+    return f"== {name}: golden background {share}\n{format_table(report)}"
 
 
 def concept_report(pipe, lora: str | None, *, seeds: int = 2, first_seed: int = 0, knobs=None,
                    ground_truth: bool = False) -> list[str]:
     """The concept scores and the plain-prompt table for the base model and, with `lora`, the model with it."""
     plain = [c for c in held_out_cases(first_seed + seeds) if c.seed >= first_seed]
-    named = striped_cases(plain)
+    named = concept_cases(plain)
     if ground_truth:
         from .evaluate import ground_truth as truth
-        return [format_concept("true clips, striped prompts", run_set(lambda c, lang: render_striped(c.scene), named)),
+        return [format_concept("true clips, golden prompts", run_set(lambda c, lang: render_concept(c.scene), named)),
                 format_concept("true clips, plain prompts", run_set(truth, plain))]
     gen = model_generator(pipe, **(knobs or {}))
-    lines = [format_concept("base model, striped prompts", run_set(gen, named)),
+    lines = [format_concept("base model, golden prompts", run_set(gen, named)),
              format_concept("base model, plain prompts", run_set(gen, plain))]
     if lora is not None:
         pipe.load_lora(lora, 1.0)
         try:
-            lines += [format_concept("with the LoRA, striped prompts", run_set(gen, named)),
+            lines += [format_concept("with the LoRA, golden prompts", run_set(gen, named)),
                       format_concept("with the LoRA, plain prompts", run_set(gen, plain))]
         finally:
             pipe.unload_loras()

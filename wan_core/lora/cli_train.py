@@ -108,7 +108,7 @@ def cmd_lora_train(args) -> int:
     with torch.no_grad():
         embeds = D.cached_embeddings(texts, lambda batch: [e.float().cpu() for e in te().encode(batch)],
                                      D.file_digest(files.text_encoder), cache, stats=stats)
-    del te
+    te = None  # the encoder (if it was loaded) is freed before the VAE and the DiT load
     vae = _lazy(lambda: load_vae(files.vae, device=device, dtype=torch.float32 if not gpu else None, verify=verify))
 
     def encode(pixels):
@@ -121,7 +121,7 @@ def cmd_lora_train(args) -> int:
         latents = D.cached_latents(items, encode, vae_id, cache, width=args.width, height=args.height,
                                    frames=args.frames, stats=stats, progress=lambda k: bar.update(1))
     bar.close()
-    del vae
+    vae = None
     print(f"cache {cache}: {stats.hits} entries reused, {stats.made} computed", flush=True)
     data = TrainData(latents, [[embeds[c] for c in it.captions] for it in items], embeds[""])
 
