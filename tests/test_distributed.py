@@ -116,7 +116,7 @@ def _free_port():
 def ranks(tmp_path_factory):
     out_dir = str(tmp_path_factory.mktemp("dist"))
     mp.spawn(_worker, args=(2, _free_port(), out_dir), nprocs=2, join=True)
-    return [torch.load(os.path.join(out_dir, f"rank{r}.pt")) for r in range(2)]
+    return [torch.load(os.path.join(out_dir, f"rank{r}.pt"), weights_only=True) for r in range(2)]
 
 
 def test_sequence_parallel_forward_equals_single(ranks):

@@ -54,7 +54,7 @@ def test_comfyui_gguf_reads_quantize_output(tmp_path):
         assert res.returncode == 0, res.stderr[-3000:]
         info = json.loads(res.stdout.strip().splitlines()[-1])
         assert info["arch"] == "wan" and qtype in info["types"].values()
-        theirs = torch.load(out)
+        theirs = torch.load(out, weights_only=True)
         ours, _ = read_gguf(path)
         assert set(theirs) == set(ours)
         for k, v in ours.items():
