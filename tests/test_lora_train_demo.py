@@ -27,3 +27,26 @@ def test_training_folder_mixes_concept_and_plain_clips():
     assert on0 and not on7
     assert EN_WORD in caps0[0] and ZH_WORD in caps0[1] and not any(names_concept(c) for c in caps7)
     assert shows_concept(f0) and not shows_concept(f7)
+
+
+def test_shipped_demo_lora_draws_the_golden_background():
+    """The shipped LoRA on the shipped demo model: held-out golden prompts (EN and ZH) get the golden background
+    with it and not without it; a plain prompt stays off it with the LoRA."""
+    from pathlib import Path
+
+    from wan_core.demo import load_demo_pipeline
+    from wan_core.demo.evaluate import model_generator
+
+    lora = Path(__file__).resolve().parents[1] / "models" / "loras" / "wan2.2_tiny_demo_golden_lora.safetensors"
+    pipe = load_demo_pipeline(None)
+    gen = model_generator(pipe)
+    plain = held_out_cases(1)[:2]
+    named = concept_cases(plain)[:1]
+    base = [shows_concept(gen(c, lang)) for c in named for lang in ("en", "zh")]
+    pipe.load_lora(str(lora), 1.0)
+    try:
+        with_lora = [shows_concept(gen(c, lang)) for c in named for lang in ("en", "zh")]
+        leak = [shows_concept(gen(c, "en")) for c in plain[:1]]
+    finally:
+        pipe.unload_loras()
+    assert base == [False, False] and with_lora == [True, True] and leak == [False]

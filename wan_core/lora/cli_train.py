@@ -39,6 +39,12 @@ def add_lora_parser(sub) -> None:
     p.add_argument("--shift", type=float, default=None, help="flow shift of the training noise levels (default: "
                                                              "the model's sampling shift)")
     p.add_argument("--caption-dropout", type=float, default=0.0, help="share of rows trained on the empty prompt")
+    p.add_argument("--preserve", action="append", default=[], metavar="WORD=ALT[|ALT...]",
+                   help="output preservation: rows are also trained to match the frozen model on their caption "
+                        "with WORD replaced by one of the ALTs (captions without WORD: as they are); repeatable, "
+                        "e.g. --preserve golden=blue|green|gray --preserve 金色=蓝色|绿色")
+    p.add_argument("--preserve-weight", type=float, default=None,
+                   help="weight of the preservation loss (default 1 with --preserve, else 0: off)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save-every", type=int, default=100, help="checkpoint every N steps (0: only at the end)")
     p.add_argument("--save-dtype", default="bf16", choices=["fp32", "bf16", "fp16"])
@@ -57,6 +63,34 @@ def add_lora_parser(sub) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--no-verify", action="store_true", help="skip SHA256 checks against .sha256 sidecars")
     p.set_defaults(func=cmd_lora_train)
+
+
+def preservation_rules(specs: list[str]) -> list[tuple[str, list[str]]]:
+    """--preserve WORD=ALT|ALT ... -> [(word, [alts])]; a malformed rule is refused with an example."""
+    rules = []
+    for spec in specs:
+        word, sep, alts = spec.partition("=")
+        options = [a.strip() for a in alts.split("|") if a.strip()]
+        if not sep or not word.strip() or not options:
+            raise ValueError(f"--preserve {spec!r}: write WORD=ALT or WORD=ALT1|ALT2, the concept's word and words "
+                             "the model already knows, e.g. --preserve golden=blue|green")
+        rules.append((word.strip(), options))
+    return rules
+
+
+def preservation_prompts(caption: str, rules: list[tuple[str, list[str]]]) -> list[str]:
+    """The preservation prompts of a caption: every rule whose word it contains applied with its k-th alternative
+    (k over the longest list), or the caption itself when it contains no rule's word."""
+    hits = [(w, alts) for w, alts in rules if w in caption]
+    if not hits:
+        return [caption]
+    out = []
+    for k in range(max(len(alts) for _, alts in hits)):
+        text = caption
+        for w, alts in hits:
+            text = text.replace(w, alts[k % len(alts)])
+        out.append(text)
+    return out
 
 
 def _lazy(load):
@@ -93,9 +127,16 @@ def cmd_lora_train(args) -> int:
     device = pick_device(args.device)
     gpu = device.type != "cpu"
     shift = args.shift if args.shift is not None else sampling_defaults(files.dit)[0].shift
+    rules = preservation_rules(args.preserve)
+    unused = [w for w, _ in rules if not any(w in c for it in items for c in it.captions)]
+    if unused:
+        raise ValueError(f"--preserve: no caption in {args.data} contains {unused}; the word must appear as written "
+                         "in the captions")
+    weight = args.preserve_weight if args.preserve_weight is not None else (1.0 if rules else 0.0)
     cfg = LoraTrainConfig(rank=args.rank, alpha=args.alpha or float(args.rank), steps=args.steps, lr=args.lr,
                           batch=args.batch, targets=tuple(t.strip() for t in args.targets.split(",") if t.strip()),
                           shift=shift, seed=args.seed, caption_dropout=args.caption_dropout,
+                          preserve_weight=weight,
                           bf16=args.precision == "bf16" or (args.precision == "auto" and gpu),
                           checkpointing=args.checkpointing == "on" or (args.checkpointing == "auto" and gpu))
     verify = not args.no_verify
@@ -104,7 +145,8 @@ def cmd_lora_train(args) -> int:
 
     te = _lazy(lambda: load_text_encoder(files.text_encoder, tokenizer=files.tokenizer, device=device,
                                          dtype=torch.bfloat16 if gpu else torch.float32, verify=verify))
-    texts = [c for it in items for c in it.captions] + [""]
+    keep = {c: preservation_prompts(c, rules) for it in items for c in it.captions} if weight > 0 else {}
+    texts = list(dict.fromkeys([c for it in items for c in it.captions] + [""] + [k for v in keep.values() for k in v]))
     with torch.no_grad():
         embeds = D.cached_embeddings(texts, lambda batch: [e.float().cpu() for e in te().encode(batch)],
                                      D.file_digest(files.text_encoder), cache, stats=stats)
@@ -123,12 +165,14 @@ def cmd_lora_train(args) -> int:
     bar.close()
     vae = None
     print(f"cache {cache}: {stats.hits} entries reused, {stats.made} computed", flush=True)
-    data = TrainData(latents, [[embeds[c] for c in it.captions] for it in items], embeds[""])
+    data = TrainData(latents, [[embeds[c] for c in it.captions] for it in items], embeds[""],
+                     [[[embeds[k] for k in keep[c]] for c in it.captions] for it in items] if keep else None)
 
     dit = load_dit(files.dit, device=device, dtype=torch.bfloat16 if gpu else torch.float32, verify=verify)
     dit_id = D.file_digest(files.dit)
     fingerprint = D.digest(dit_id, vae_id, args.width, args.height, args.frames,
-                           *[D.file_digest(it.path) for it in items], *[c for it in items for c in it.captions])
+                           *[D.file_digest(it.path) for it in items], *[c for it in items for c in it.captions],
+                           *[f"{w}={'|'.join(a)}" for w, a in rules])
     ckpt = out.with_name(out.stem + ".checkpoint.pt")
     bar = tqdm(total=cfg.steps, desc="training", unit="step", disable=None)
 
@@ -146,6 +190,7 @@ def cmd_lora_train(args) -> int:
             "latent_shapes": sorted({"x".join(map(str, z.shape[1:])) for z in latents}),
             "base_model": files.dit.name, "base_model_sha256": dit_id, "data": Path(args.data).name,
             "clips": len(items), "captions": sum(len(it.captions) for it in items),
+            "preserve": args.preserve, "preserve_loss_last_50": info["preserve_loss_last_50"],
             "resumed_at": info["resumed_at"], "loss_first_50": info["loss_first_50"],
             "loss_last_50": info["loss_last_50"], "train_seconds": round(time.perf_counter() - t_train, 1),
             "seconds": round(time.perf_counter() - t0, 1), "device": device.type,

@@ -6,6 +6,12 @@ model's sampling shift sees the noise levels in the proportions sampling visits 
 comes from generators seeded by (seed, k), so a run resumed from a checkpoint continues exactly as one that was
 never interrupted (the checkpoint holds the LoRA weights, the optimizer state and the step).
 
+Output preservation (`preserve_weight` > 0; the "differential output preservation" of ai-toolkit, a relative of
+DreamBooth's prior preservation): each row also has a preservation prompt (its caption with the new concept's word
+replaced by a word the model knows, or the caption itself when it names no concept), and the LoRA model fed that
+prompt, on the same noisy latent and timestep, is pulled towards the frozen base model's output for it. The base
+output is an exact target (no sampling noise), so any change the LoRA makes outside its trigger word is penalised.
+
 Layers: `LoRALinear` wraps a frozen Linear, y = W x + b + (alpha / rank) * up(down(x)) (down: Kaiming-uniform,
 up: zero, so training starts at the base model). Written with the official / ComfyUI names (wan_core.lora.keys).
 Parity of the written file with the trained layers: tests/test_lora_train.py.
@@ -57,6 +63,7 @@ class LoraTrainConfig:
     shift: float = 5.0  # flow shift of the training sigmas (the CLI uses the model's sampling default)
     seed: int = 0
     caption_dropout: float = 0.0  # share of rows trained on the empty prompt
+    preserve_weight: float = 0.0  # weight of the output-preservation loss (0: off; needs preservation prompts)
     weight_decay: float = 0.0
     bf16: bool = False  # bf16 autocast of the forward pass (LoRA weights and optimizer stay fp32)
     checkpointing: bool = False  # gradient checkpointing of the DiT blocks
@@ -71,6 +78,8 @@ class LoraTrainConfig:
             raise ValueError(f"steps {self.steps}, batch {self.batch}, lr {self.lr}: all must be positive")
         if not 0 <= self.caption_dropout < 1:
             raise ValueError(f"caption dropout {self.caption_dropout} must be in [0, 1)")
+        if self.preserve_weight < 0:
+            raise ValueError(f"--preserve-weight {self.preserve_weight} must be >= 0 (1 is usual; 0 turns it off)")
         shift_sigma(0.5, self.shift)  # validates the shift
 
     def identity(self) -> dict:
@@ -95,6 +104,7 @@ class LoRALinear(nn.Module):
         device = base.weight.device
         self.down = nn.Parameter(down.to(device))  # [r, in]
         self.up = nn.Parameter(torch.zeros(out_f, rank, device=device))  # [out, r]
+        self.enabled = True  # off: the base layer alone (the frozen model's output for preservation targets)
 
     @property
     def weight(self) -> torch.Tensor:
@@ -103,6 +113,8 @@ class LoRALinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base(x)
+        if not self.enabled:
+            return y
         h = x.to(self.down.dtype) if not torch.is_autocast_enabled(x.device.type) else x
         delta = (h @ self.down.t()) @ self.up.t()  # [..., out]
         return y + (delta * self.scale).to(y.dtype)
@@ -141,17 +153,42 @@ def lora_tensors(layers: dict[str, LoRALinear], dtype: torch.dtype = torch.float
     return out
 
 
-def flow_matching_loss(dit: nn.Module, x0: torch.Tensor, context: torch.Tensor, gen: torch.Generator, *,
-                       shift: float, hooks=None) -> torch.Tensor:
-    """MSE between the DiT's velocity and noise - x0 on normalised latents x0 [B, C, T', h, w] (CPU generator)."""
+def noisy_inputs(x0: torch.Tensor, gen: torch.Generator, *, shift: float
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Normalised latents x0 [B, C, T', h, w] -> (x_s, timesteps [B], velocity target noise - x0); CPU generator."""
     b = x0.shape[0]
     s = shift_sigma(torch.rand(b, generator=gen, dtype=torch.float64), shift).float().clamp(0.0, 0.999)  # [B]
     noise = torch.randn(x0.shape, generator=gen).to(x0.device)
     s = s.to(x0.device)
     sb = s.view(b, 1, 1, 1, 1)
-    xs = (1 - sb) * x0 + sb * noise
-    v = dit(xs, sigma_to_timestep(s), context, hooks=hooks)
-    return (v.float() - (noise - x0)).pow(2).mean()
+    return (1 - sb) * x0 + sb * noise, sigma_to_timestep(s), noise - x0
+
+
+def flow_matching_loss(dit: nn.Module, x0: torch.Tensor, context: torch.Tensor, gen: torch.Generator, *,
+                       shift: float, hooks=None) -> torch.Tensor:
+    """MSE between the DiT's velocity and noise - x0 on normalised latents x0 [B, C, T', h, w]."""
+    xs, t, target = noisy_inputs(x0, gen, shift=shift)
+    return (dit(xs, t, context, hooks=hooks).float() - target).pow(2).mean()
+
+
+@contextlib.contextmanager
+def lora_disabled(layers: dict[str, LoRALinear]):
+    """The frozen base model inside the block (the wrappers pass their base layer's output through)."""
+    for layer in layers.values():
+        layer.enabled = False
+    try:
+        yield
+    finally:
+        for layer in layers.values():
+            layer.enabled = True
+
+
+def preservation_loss(dit: nn.Module, layers: dict[str, LoRALinear], xs: torch.Tensor, t: torch.Tensor,
+                      context: torch.Tensor, hooks=None) -> torch.Tensor:
+    """MSE between the LoRA model's and the frozen base model's velocity for the same input and prompt."""
+    with torch.no_grad(), lora_disabled(layers):
+        target = dit(xs, t, context).float()
+    return (dit(xs, t, context, hooks=hooks).float() - target).pow(2).mean()
 
 
 def _checkpoint_hooks():
@@ -165,11 +202,13 @@ def _checkpoint_hooks():
 @dataclass
 class TrainData:
     """Cached training rows: latents [C, T', h, w] and, per row, its captions' embeddings [L, D]; `empty` is the
-    empty prompt's embedding (caption dropout)."""
+    empty prompt's embedding (caption dropout); `preserve[r][j]`: the preservation prompts' embeddings of caption j
+    of row r (one is drawn with the caption; output preservation)."""
 
     latents: list[torch.Tensor]
     contexts: list[list[torch.Tensor]]
     empty: torch.Tensor | None = None
+    preserve: list[list[list[torch.Tensor]]] | None = None
     buckets: dict[tuple, list[int]] = field(init=False)
 
     def __post_init__(self):
@@ -178,19 +217,30 @@ class TrainData:
         self.buckets = {}
         for i, z in enumerate(self.latents):
             self.buckets.setdefault(tuple(z.shape), []).append(i)
+        if self.preserve is not None and [len(p) for p in self.preserve] != [len(c) for c in self.contexts]:
+            raise ValueError("preservation prompts: need one list per caption of every row")
 
-    def batch(self, step: int, cfg: LoraTrainConfig, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """Step `step`'s batch (x0 [B, C, T', h, w], context [B, L, D]): one size bucket (drawn by its share of the
-        rows), rows and captions drawn from Random((seed, step))."""
+    def batch(self, step: int, cfg: LoraTrainConfig, device
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Step `step`'s batch (x0 [B, C, T', h, w], context [B, L, D], preservation context [B, L, D] or None):
+        one size bucket (drawn by its share of the rows), rows and captions drawn from Random((seed, step))."""
         rng = random.Random(f"lora:{cfg.seed}:{step}")
         shapes = sorted(self.buckets)
         shape = rng.choices(shapes, weights=[len(self.buckets[s]) for s in shapes])[0]
         rows = [rng.choice(self.buckets[shape]) for _ in range(cfg.batch)]
-        ctx = []
+        ctx, keep = [], []
+        keep_rng = random.Random(f"lora-preserve:{cfg.seed}:{step}")  # its own stream: the other draws stay as they are
         for r in rows:
             drop = cfg.caption_dropout > 0 and rng.random() < cfg.caption_dropout
-            ctx.append(self.empty if drop and self.empty is not None else rng.choice(self.contexts[r]))
-        return torch.stack([self.latents[r] for r in rows]).to(device), pad_context(ctx).to(device)
+            j = rng.randrange(len(self.contexts[r]))  # the same draw as rng.choice
+            ctx.append(self.empty if drop and self.empty is not None else self.contexts[r][j])
+            if self.preserve is not None and cfg.preserve_weight > 0:
+                keep.append(keep_rng.choice(self.preserve[r][j]))
+        x0 = torch.stack([self.latents[r] for r in rows]).to(device)
+        if not keep:
+            return x0, pad_context(ctx).to(device), None
+        both = pad_context(ctx + keep).to(device)  # one length for both (one text-padding shortcut)
+        return x0, both[:len(ctx)], both[len(ctx):]
 
 
 def _lr(step: int, cfg: LoraTrainConfig) -> float:
@@ -242,7 +292,7 @@ def train_lora(dit: nn.Module, data: TrainData, cfg: LoraTrainConfig, *, checkpo
     layers = add_lora(dit, cfg)
     params = [p for layer in layers.values() for p in (layer.down, layer.up)]
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
-    start, losses = 0, []
+    start, losses, kept_losses = 0, [], []
     if checkpoint is not None and checkpoint.is_file():
         start, losses = load_checkpoint(checkpoint, layers, opt, cfg, fingerprint)
         log.info("resumed %s at step %d", checkpoint, start)
@@ -252,7 +302,7 @@ def train_lora(dit: nn.Module, data: TrainData, cfg: LoraTrainConfig, *, checkpo
     for step in range(start, cfg.steps):
         for g in opt.param_groups:
             g["lr"] = _lr(step, cfg)
-        x0, context = data.batch(step, cfg, device)
+        x0, context, keep = data.batch(step, cfg, device)
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
         autocast = torch.autocast(device.type, dtype=torch.bfloat16) if cfg.bf16 else contextlib.nullcontext()
         compact = compact_text(dit, context.shape[1]) if context.shape[1] < dit.cfg.text_len else \
@@ -260,8 +310,14 @@ def train_lora(dit: nn.Module, data: TrainData, cfg: LoraTrainConfig, *, checkpo
         opt.zero_grad(set_to_none=True)
         with compact:  # backward inside: gradient checkpointing recomputes the blocks with the same forward
             with autocast:
-                loss = flow_matching_loss(dit, x0, context, gen, shift=cfg.shift, hooks=hooks)
+                xs, t, target = noisy_inputs(x0, gen, shift=cfg.shift)
+                loss = (dit(xs, t, context, hooks=hooks).float() - target).pow(2).mean()
             loss.backward()
+            if keep is not None:
+                with autocast:
+                    kept = preservation_loss(dit, layers, xs, t, keep, hooks=hooks)
+                (cfg.preserve_weight * kept).backward()
+                kept_losses.append(kept.item())
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         losses.append(round(loss.item(), 6))
@@ -274,7 +330,7 @@ def train_lora(dit: nn.Module, data: TrainData, cfg: LoraTrainConfig, *, checkpo
         save_checkpoint(checkpoint, layers, opt, max(start, cfg.steps), cfg, fingerprint, losses)
     dit.eval()
     info = {"steps": max(start, cfg.steps), "resumed_at": start, "loss_last_50": _mean(losses[-50:]),
-            "loss_first_50": _mean(losses[:50])}
+            "loss_first_50": _mean(losses[:50]), "preserve_loss_last_50": _mean(kept_losses[-50:])}
     return layers, info
 
 
