@@ -4,6 +4,7 @@ golden background; the same graph at strength 0 (the base model through the same
 import sys
 
 import pytest
+import torch
 
 from tests.comfy_server import COMFY, ROOT, SKIP_REASON, comfy_server, make_base
 
@@ -29,11 +30,5 @@ def test_demo_lora_workflow_as_shipped_draws_the_golden_background(tmp_path):
             (mp4,) = out.glob("*.mp4")
             frames, _ = read_video(mp4)
             assert frames.shape == (25, 128, 128, 3)
-            golden[strength] = shows_concept(torch_frames(frames))
+            golden[strength] = shows_concept(torch.from_numpy(frames).float() / 255.0)
     assert golden == {"1.0": True, "0.0": False}
-
-
-def torch_frames(frames):
-    import torch
-
-    return torch.from_numpy(frames).float() / 255.0

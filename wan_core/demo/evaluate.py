@@ -58,13 +58,18 @@ class Detection:
         return (self.colour, self.shape, self.motion)
 
 
-def foreground(frames: torch.Tensor) -> torch.Tensor:
-    """[T, H, W, 3] -> bool [T, H, W]: pixels far (RGB distance) from their row's background, the median colour of
-    the row's border pixels (BORDER each side) over all frames. For whole frames of a clip."""
+def row_backgrounds(frames: torch.Tensor) -> torch.Tensor:
+    """[T, H, W, 3] -> [H, 3]: each row's background, the median colour of its border pixels (BORDER each side) over
+    all frames."""
     frames = frames.float()
     border = torch.cat([frames[:, :, :BORDER], frames[:, :, -BORDER:]], dim=2)  # [T, H, 2 * BORDER, 3]
-    row_bg = border.transpose(0, 1).flatten(1, 2).median(dim=1).values  # [H, 3]
-    return (frames - row_bg[None, :, None]).norm(dim=-1) > FG_THRESHOLD
+    return border.transpose(0, 1).flatten(1, 2).median(dim=1).values
+
+
+def foreground(frames: torch.Tensor) -> torch.Tensor:
+    """[T, H, W, 3] -> bool [T, H, W]: pixels far (RGB distance) from their row's background (row_backgrounds).
+    For whole frames of a clip."""
+    return (frames.float() - row_backgrounds(frames)[None, :, None]).norm(dim=-1) > FG_THRESHOLD
 
 
 def row_foreground(frames: torch.Tensor) -> torch.Tensor:

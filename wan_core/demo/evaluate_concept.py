@@ -20,7 +20,7 @@ import torch
 
 from .captions import LANGS
 from .concept import GOLD, GOLD_NAME, concept_caption, render_concept
-from .evaluate import BORDER, Case, evaluate, format_table, held_out_cases, model_generator
+from .evaluate import Case, evaluate, format_table, held_out_cases, model_generator, row_backgrounds
 from .world import BACKGROUND_COLOURS, OBJECT_COLOURS
 
 MAX_DISTANCE = 0.25  # RGB distance from GOLD within which a background counts as golden
@@ -29,10 +29,7 @@ _OTHERS = torch.tensor(list(BACKGROUND_COLOURS.values()) + [v for k, v in OBJECT
 
 def background_colour(frames: torch.Tensor) -> torch.Tensor:
     """[T, H, W, 3] -> [3]: the median over the rows of each row's background (median of its border pixels)."""
-    frames = frames.float()
-    border = torch.cat([frames[:, :, :BORDER], frames[:, :, -BORDER:]], dim=2)  # [T, H, 2 * BORDER, 3]
-    rows = border.transpose(0, 1).flatten(1, 2).median(dim=1).values  # [H, 3]
-    return rows.median(dim=0).values
+    return row_backgrounds(frames).median(dim=0).values
 
 
 def shows_concept(frames: torch.Tensor) -> bool:

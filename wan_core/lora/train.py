@@ -164,13 +164,6 @@ def noisy_inputs(x0: torch.Tensor, gen: torch.Generator, *, shift: float
     return (1 - sb) * x0 + sb * noise, sigma_to_timestep(s), noise - x0
 
 
-def flow_matching_loss(dit: nn.Module, x0: torch.Tensor, context: torch.Tensor, gen: torch.Generator, *,
-                       shift: float, hooks=None) -> torch.Tensor:
-    """MSE between the DiT's velocity and noise - x0 on normalised latents x0 [B, C, T', h, w]."""
-    xs, t, target = noisy_inputs(x0, gen, shift=shift)
-    return (dit(xs, t, context, hooks=hooks).float() - target).pow(2).mean()
-
-
 @contextlib.contextmanager
 def lora_disabled(layers: dict[str, LoRALinear]):
     """The frozen base model inside the block (the wrappers pass their base layer's output through)."""
